@@ -1,0 +1,18 @@
+//! The domain language of aforo.
+//!
+//! Every other crate speaks in these types. A client sends a [`SourceEvent`]
+//! (the raw billable fact); the ingest gates decide its [`GateResults`]; the
+//! store keeps both, sealed by a [`validation_hash`](event::validation_hash)
+//! under the tenant's key, so an audit export can later prove that nothing was
+//! altered. The catalog resources (Meter, RatePlan, …) join this crate as the
+//! catalog language grows.
+//!
+//! Nothing here does I/O: these are values and pure functions over them.
+
+pub mod canonical;
+pub mod event;
+
+pub use event::{
+    EventFlag, EventFlags, GateResults, GateVerdict, RejectReason, SourceEvent, Tier,
+    validation_hash,
+};

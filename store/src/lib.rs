@@ -1,0 +1,108 @@
+//! Where aforo keeps what it has accepted.
+//!
+//! One interface, [`Store`], with two implementations that pass one
+//! conformance suite (`tests/conformance.rs`): [`PgStore`] on PostgreSQL for
+//! production, and [`SqliteStore`], an embedded file, for `aforo standalone`.
+//!
+//! The heart of it is [`Store::commit`]: a group of accepted events and
+//! rejections, gathered from many concurrent requests, written in one
+//! transaction. The idempotency claim and the write are the same statement
+//! (`INSERT … ON CONFLICT (tenant_id, dedup_key) DO NOTHING`), so dedup is
+//! exact: an event is either new and stored, or a duplicate that names the
+//! stored original, and a transaction that fails leaves no claim behind.
+//!
+//! Each backend knows its own SQL; nothing outside this crate writes SQL.
+
+mod error;
+mod migrate;
+mod model;
+mod postgres;
+mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use uuid::Uuid;
+
+pub use error::StoreError;
+pub use model::{
+    CommitBatch, CommitOutcome, EventQuery, NewEvent, NewRejection, Page, RejectionQuery,
+    StoredEvent, StoredRejection, Tenant,
+};
+pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// The largest page a list call returns, whatever the caller asks for.
+pub const MAX_PAGE_SIZE: u32 = 1000;
+
+/// The storage interface every role uses.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// `"postgres"` or `"sqlite"`, for logs and metrics.
+    fn backend(&self) -> &'static str;
+
+    /// Checks that the store answers (for readiness probes).
+    async fn ping(&self) -> Result<()>;
+
+    /// Creates a tenant with a fresh validation key. Fails with
+    /// [`StoreError::Conflict`] if the name is taken.
+    async fn create_tenant(&self, name: &str) -> Result<Tenant>;
+    async fn tenant_by_name(&self, name: &str) -> Result<Option<Tenant>>;
+    async fn list_tenants(&self) -> Result<Vec<Tenant>>;
+
+    /// Records an API key by its SHA-256 hash; the key itself is never stored.
+    async fn create_api_key(
+        &self,
+        tenant: Uuid,
+        key_hash: &str,
+        prefix: &str,
+        label: &str,
+    ) -> Result<()>;
+    async fn tenant_for_api_key(&self, key_hash: &str) -> Result<Option<Tenant>>;
+
+    /// Writes a group of events and rejections in one transaction and returns
+    /// one outcome per event of `batch.events`, in order. When this returns
+    /// `Ok`, everything in the batch is durable; when it returns `Err`,
+    /// nothing of it is.
+    async fn commit(&self, batch: CommitBatch) -> Result<Vec<CommitOutcome>>;
+
+    async fn list_events(&self, tenant: Uuid, query: &EventQuery) -> Result<Page<StoredEvent>>;
+    async fn list_rejections(
+        &self,
+        tenant: Uuid,
+        query: &RejectionQuery,
+    ) -> Result<Page<StoredRejection>>;
+    async fn count_events(&self, tenant: Uuid) -> Result<u64>;
+}
+
+/// Opens the store a URL names, running its migrations first:
+/// `postgres://…` or `sqlite://PATH` (created when missing).
+pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(PgStore::connect(url).await?))
+    } else if let Some(path) = url.strip_prefix("sqlite://") {
+        Ok(Arc::new(SqliteStore::open(path).await?))
+    } else {
+        Err(StoreError::InvalidUrl(url.to_owned()))
+    }
+}
+
+/// The default idempotency key of an event: its source and id. The schema
+/// gate forbids control characters in both, so the newline cannot be forged.
+pub fn default_dedup_key(source: &str, id: &str) -> String {
+    let mut key = String::with_capacity(source.len() + id.len() + 1);
+    key.push_str(source);
+    key.push('\n');
+    key.push_str(id);
+    key
+}
+
+/// A fresh random validation key for a new tenant.
+fn new_hmac_key() -> Vec<u8> {
+    use rand::RngCore;
+    let mut key = vec![0u8; 32];
+    rand::rng().fill_bytes(&mut key);
+    key
+}

@@ -1,0 +1,27 @@
+//! Embedded schema migrations, applied in order at start-up.
+//!
+//! Each backend has its own SQL files under `migrations/<backend>/`; a
+//! migration runs once, inside a transaction, and is recorded in
+//! `aforo_migrations`. On PostgreSQL an advisory lock serializes replicas
+//! that start together.
+
+pub(crate) struct Migration {
+    pub version: i64,
+    pub name: &'static str,
+    pub sql: &'static str,
+}
+
+pub(crate) const POSTGRES: &[Migration] = &[Migration {
+    version: 1,
+    name: "events",
+    sql: include_str!("../migrations/postgres/0001_events.sql"),
+}];
+
+pub(crate) const SQLITE: &[Migration] = &[Migration {
+    version: 1,
+    name: "events",
+    sql: include_str!("../migrations/sqlite/0001_events.sql"),
+}];
+
+/// Arbitrary constant: the advisory lock that serializes migrations.
+pub(crate) const PG_LOCK_KEY: i64 = 0x0af0_0001;

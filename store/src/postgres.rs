@@ -1,0 +1,489 @@
+//! The PostgreSQL store: production.
+//!
+//! A commit is three set-based statements in one transaction, whatever the
+//! batch size: one `INSERT … SELECT FROM UNNEST(…) ON CONFLICT DO NOTHING
+//! RETURNING id` claims and writes every event, one `SELECT` finds the
+//! originals of the duplicates, one `INSERT` writes the rejections.
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::{ConnectOptions, Row};
+use uuid::Uuid;
+
+use crate::error::is_transient;
+use crate::migrate::{PG_LOCK_KEY, POSTGRES};
+use crate::model::{EventRow, RejectionRow, clamp_limit, insertion_order};
+use crate::{
+    CommitBatch, CommitOutcome, EventQuery, Page, RejectionQuery, Result, Store, StoreError,
+    StoredEvent, StoredRejection, Tenant,
+};
+
+/// How often a commit that lost a deadlock or serialization race is retried
+/// before the error goes back to the caller.
+const COMMIT_ATTEMPTS: u32 = 5;
+
+pub struct PgStore {
+    pool: PgPool,
+}
+
+impl PgStore {
+    /// Connects and runs pending migrations.
+    pub async fn connect(url: &str) -> Result<Self> {
+        let options: PgConnectOptions = url.parse()?;
+        let options = options.log_statements(tracing::log::LevelFilter::Trace);
+        let pool = PgPoolOptions::new()
+            .max_connections(32)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await?;
+        let store = PgStore { pool };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// The pool, for tests and benchmarks that look beneath the interface.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(PG_LOCK_KEY)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::raw_sql(
+            "CREATE TABLE IF NOT EXISTS aforo_migrations (
+                version BIGINT PRIMARY KEY,
+                name TEXT NOT NULL,
+                applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+        )
+        .execute(&mut *tx)
+        .await?;
+        let applied: HashSet<i64> = sqlx::query_scalar("SELECT version FROM aforo_migrations")
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .collect();
+        for migration in POSTGRES.iter().filter(|m| !applied.contains(&m.version)) {
+            let failed = |source| StoreError::Migration {
+                version: migration.version,
+                name: migration.name,
+                source,
+            };
+            sqlx::raw_sql(migration.sql)
+                .execute(&mut *tx)
+                .await
+                .map_err(failed)?;
+            sqlx::query("INSERT INTO aforo_migrations (version, name) VALUES ($1, $2)")
+                .bind(migration.version)
+                .bind(migration.name)
+                .execute(&mut *tx)
+                .await
+                .map_err(failed)?;
+            tracing::info!(version = migration.version, name = migration.name, "applied migration");
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn try_commit(&self, batch: &CommitBatch) -> Result<Vec<CommitOutcome>> {
+        let events = &batch.events;
+        let order = insertion_order(events);
+        let n = events.len();
+        let mut ids = Vec::with_capacity(n);
+        let mut tenants = Vec::with_capacity(n);
+        let mut keys = Vec::with_capacity(n);
+        let mut event_ids = Vec::with_capacity(n);
+        let mut sources = Vec::with_capacity(n);
+        let mut types = Vec::with_capacity(n);
+        let mut customers = Vec::with_capacity(n);
+        let mut times = Vec::with_capacity(n);
+        let mut properties = Vec::with_capacity(n);
+        let mut tiers = Vec::with_capacity(n);
+        let mut details = Vec::with_capacity(n);
+        let mut flags = Vec::with_capacity(n);
+        let mut gates = Vec::with_capacity(n);
+        let mut hashes = Vec::with_capacity(n);
+        let mut received = Vec::with_capacity(n);
+        let mut nodes = Vec::with_capacity(n);
+        for &i in &order {
+            let e = &events[i];
+            ids.push(e.stored_id);
+            tenants.push(e.tenant);
+            keys.push(e.dedup_key.clone());
+            event_ids.push(e.event.id.clone());
+            sources.push(e.event.source.clone());
+            types.push(e.event.event_type.clone());
+            customers.push(e.event.customer.clone());
+            times.push(e.event.time);
+            properties.push(e.properties_json.clone());
+            tiers.push(e.event.tier.as_str());
+            details.push(e.event.tier_detail.clone());
+            flags.push(i16::from(e.flags.bits()));
+            gates.push(e.gates.to_json());
+            hashes.push(e.validation_hash.clone());
+            received.push(e.received_at);
+            nodes.push(e.node.clone());
+        }
+
+        let mut tx = self.pool.begin().await?;
+        let inserted: HashSet<Uuid> = if n == 0 {
+            HashSet::new()
+        } else {
+            sqlx::query_scalar(
+                "INSERT INTO events (id, tenant_id, dedup_key, event_id, source, type, customer,
+                     time, properties, tier, tier_detail, status, flags, gates, validation_hash,
+                     received_at, node)
+                 SELECT id, tenant_id, dedup_key, event_id, source, type, customer, time,
+                     properties::json, tier, tier_detail, 'ACCEPTED', flags, gates,
+                     validation_hash, received_at, node
+                 FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[],
+                     $6::text[], $7::text[], $8::timestamptz[], $9::text[], $10::text[],
+                     $11::text[], $12::int2[], $13::text[], $14::text[], $15::timestamptz[],
+                     $16::text[])
+                   AS t(id, tenant_id, dedup_key, event_id, source, type, customer, time,
+                     properties, tier, tier_detail, flags, gates, validation_hash, received_at,
+                     node)
+                 ON CONFLICT (tenant_id, dedup_key) DO NOTHING
+                 RETURNING id",
+            )
+            .bind(&ids)
+            .bind(&tenants)
+            .bind(&keys)
+            .bind(&event_ids)
+            .bind(&sources)
+            .bind(&types)
+            .bind(&customers)
+            .bind(&times)
+            .bind(&properties)
+            .bind(&tiers)
+            .bind(&details)
+            .bind(&flags)
+            .bind(&gates)
+            .bind(&hashes)
+            .bind(&received)
+            .bind(&nodes)
+            .fetch_all(&mut *tx)
+            .await?
+            .into_iter()
+            .collect()
+        };
+
+        let mut originals: HashMap<(Uuid, String), Uuid> = HashMap::new();
+        if inserted.len() < n {
+            let (dup_tenants, dup_keys): (Vec<Uuid>, Vec<String>) = events
+                .iter()
+                .filter(|e| !inserted.contains(&e.stored_id))
+                .map(|e| (e.tenant, e.dedup_key.clone()))
+                .unzip();
+            let rows = sqlx::query(
+                "SELECT e.tenant_id, e.dedup_key, e.id FROM events e
+                 JOIN UNNEST($1::uuid[], $2::text[]) AS k(tenant_id, dedup_key)
+                   ON e.tenant_id = k.tenant_id AND e.dedup_key = k.dedup_key",
+            )
+            .bind(&dup_tenants)
+            .bind(&dup_keys)
+            .fetch_all(&mut *tx)
+            .await?;
+            for row in rows {
+                originals.insert((row.try_get(0)?, row.try_get(1)?), row.try_get(2)?);
+            }
+        }
+
+        if !batch.rejections.is_empty() {
+            insert_rejections(&mut tx, batch).await?;
+        }
+        tx.commit().await?;
+
+        events
+            .iter()
+            .map(|e| {
+                if inserted.contains(&e.stored_id) {
+                    return Ok(CommitOutcome::Inserted);
+                }
+                originals
+                    .get(&(e.tenant, e.dedup_key.clone()))
+                    .map(|&original| CommitOutcome::Duplicate { original })
+                    .ok_or_else(|| {
+                        StoreError::Corrupt(format!(
+                            "event {} was neither inserted nor found as a duplicate",
+                            e.stored_id
+                        ))
+                    })
+            })
+            .collect()
+    }
+}
+
+async fn insert_rejections(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    batch: &CommitBatch,
+) -> Result<()> {
+    let r = &batch.rejections;
+    let col = |f: fn(&crate::NewRejection) -> Option<String>| r.iter().map(f).collect::<Vec<_>>();
+    sqlx::query(
+        "INSERT INTO rejections (id, tenant_id, event_id, source, type, customer, reason, message,
+             gates, payload, tier, tier_detail, received_at, node)
+         SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[],
+             $6::text[], $7::text[], $8::text[], $9::text[], $10::text[], $11::text[],
+             $12::text[], $13::timestamptz[], $14::text[])",
+    )
+    .bind(r.iter().map(|x| x.stored_id).collect::<Vec<_>>())
+    .bind(r.iter().map(|x| x.tenant).collect::<Vec<_>>())
+    .bind(col(|x| x.event_id.clone()))
+    .bind(col(|x| x.source.clone()))
+    .bind(col(|x| x.event_type.clone()))
+    .bind(col(|x| x.customer.clone()))
+    .bind(r.iter().map(|x| x.reason.clone()).collect::<Vec<_>>())
+    .bind(r.iter().map(|x| x.message.clone()).collect::<Vec<_>>())
+    .bind(r.iter().map(|x| x.gates.to_json()).collect::<Vec<_>>())
+    .bind(r.iter().map(|x| x.payload.clone()).collect::<Vec<_>>())
+    .bind(r.iter().map(|x| x.tier.as_str()).collect::<Vec<_>>())
+    .bind(r.iter().map(|x| x.tier_detail.clone()).collect::<Vec<_>>())
+    .bind(r.iter().map(|x| x.received_at).collect::<Vec<_>>())
+    .bind(r.iter().map(|x| x.node.clone()).collect::<Vec<_>>())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+fn tenant_from_row(row: &PgRow) -> Result<Tenant> {
+    Ok(Tenant {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        hmac_key: row.try_get("hmac_key")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+fn event_from_row(row: &PgRow) -> Result<StoredEvent> {
+    EventRow {
+        stored_id: row.try_get("id")?,
+        seq: row.try_get("seq")?,
+        tenant: row.try_get("tenant_id")?,
+        event_id: row.try_get("event_id")?,
+        source: row.try_get("source")?,
+        event_type: row.try_get("type")?,
+        customer: row.try_get("customer")?,
+        time: row.try_get("time")?,
+        properties_json: row.try_get("properties")?,
+        tier: row.try_get("tier")?,
+        tier_detail: row.try_get("tier_detail")?,
+        status: row.try_get("status")?,
+        flags: i64::from(row.try_get::<i16, _>("flags")?),
+        gates: row.try_get("gates")?,
+        validation_hash: row.try_get("validation_hash")?,
+        received_at: row.try_get("received_at")?,
+        node: row.try_get("node")?,
+    }
+    .decode()
+}
+
+fn rejection_from_row(row: &PgRow) -> Result<StoredRejection> {
+    RejectionRow {
+        stored_id: row.try_get("id")?,
+        seq: row.try_get("seq")?,
+        event_id: row.try_get("event_id")?,
+        source: row.try_get("source")?,
+        event_type: row.try_get("type")?,
+        customer: row.try_get("customer")?,
+        reason: row.try_get("reason")?,
+        message: row.try_get("message")?,
+        gates: row.try_get("gates")?,
+        payload: row.try_get("payload")?,
+        tier: row.try_get("tier")?,
+        tier_detail: row.try_get("tier_detail")?,
+        received_at: row.try_get("received_at")?,
+        node: row.try_get("node")?,
+    }
+    .decode()
+}
+
+fn is_unique_violation(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if db.code().as_deref() == Some("23505"))
+}
+
+#[async_trait]
+impl Store for PgStore {
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn create_tenant(&self, name: &str) -> Result<Tenant> {
+        let tenant = Tenant {
+            id: Uuid::now_v7(),
+            name: name.to_owned(),
+            hmac_key: crate::new_hmac_key(),
+            created_at: micros(Utc::now()),
+        };
+        sqlx::query("INSERT INTO tenants (id, name, hmac_key, created_at) VALUES ($1, $2, $3, $4)")
+            .bind(tenant.id)
+            .bind(&tenant.name)
+            .bind(&tenant.hmac_key)
+            .bind(tenant.created_at)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| {
+                if is_unique_violation(&e) {
+                    StoreError::Conflict(format!("tenant {name:?} already exists"))
+                } else {
+                    e.into()
+                }
+            })?;
+        Ok(tenant)
+    }
+
+    async fn tenant_by_name(&self, name: &str) -> Result<Option<Tenant>> {
+        let row = sqlx::query("SELECT id, name, hmac_key, created_at FROM tenants WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(tenant_from_row).transpose()
+    }
+
+    async fn list_tenants(&self) -> Result<Vec<Tenant>> {
+        let rows = sqlx::query("SELECT id, name, hmac_key, created_at FROM tenants ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(tenant_from_row).collect()
+    }
+
+    async fn create_api_key(
+        &self,
+        tenant: Uuid,
+        key_hash: &str,
+        prefix: &str,
+        label: &str,
+    ) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO api_keys (key_hash, tenant_id, prefix, label, created_at)
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(key_hash)
+        .bind(tenant)
+        .bind(prefix)
+        .bind(label)
+        .bind(Utc::now())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn tenant_for_api_key(&self, key_hash: &str) -> Result<Option<Tenant>> {
+        let row = sqlx::query(
+            "SELECT t.id, t.name, t.hmac_key, t.created_at FROM api_keys k
+             JOIN tenants t ON t.id = k.tenant_id WHERE k.key_hash = $1",
+        )
+        .bind(key_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(tenant_from_row).transpose()
+    }
+
+    async fn commit(&self, batch: CommitBatch) -> Result<Vec<CommitOutcome>> {
+        let mut attempt = 1;
+        loop {
+            match self.try_commit(&batch).await {
+                Err(StoreError::Database(err))
+                    if attempt < COMMIT_ATTEMPTS && is_lost_race(&err) =>
+                {
+                    tracing::debug!(attempt, error = %err, "commit lost a race; retrying");
+                    tokio::time::sleep(Duration::from_millis(5 << attempt)).await;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn list_events(&self, tenant: Uuid, query: &EventQuery) -> Result<Page<StoredEvent>> {
+        let limit = clamp_limit(query.limit);
+        let rows = sqlx::query(
+            "SELECT id, seq, tenant_id, event_id, source, type, customer, time,
+                 properties::text AS properties, tier, tier_detail, status, flags, gates,
+                 validation_hash, received_at, node
+             FROM events
+             WHERE tenant_id = $1
+               AND ($2::text IS NULL OR customer = $2)
+               AND ($3::text IS NULL OR type = $3)
+               AND ($4::timestamptz IS NULL OR time >= $4)
+               AND ($5::timestamptz IS NULL OR time < $5)
+               AND ($6::text IS NULL OR status = $6)
+               AND (flags & $7) = $7
+               AND seq > $8
+             ORDER BY seq
+             LIMIT $9",
+        )
+        .bind(tenant)
+        .bind(&query.customer)
+        .bind(&query.event_type)
+        .bind(query.from)
+        .bind(query.to)
+        .bind(&query.status)
+        .bind(i16::from(query.flags.bits()))
+        .bind(query.after.unwrap_or(0))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        let items = rows.iter().map(event_from_row).collect::<Result<Vec<_>>>()?;
+        Ok(Page::new(items, limit, |e| e.seq))
+    }
+
+    async fn list_rejections(
+        &self,
+        tenant: Uuid,
+        query: &RejectionQuery,
+    ) -> Result<Page<StoredRejection>> {
+        let limit = clamp_limit(query.limit);
+        let rows = sqlx::query(
+            "SELECT id, seq, event_id, source, type, customer, reason, message, gates, payload,
+                 tier, tier_detail, received_at, node
+             FROM rejections
+             WHERE tenant_id = $1 AND ($2::text IS NULL OR reason = $2) AND seq > $3
+             ORDER BY seq
+             LIMIT $4",
+        )
+        .bind(tenant)
+        .bind(&query.reason)
+        .bind(query.after.unwrap_or(0))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        let items = rows
+            .iter()
+            .map(rejection_from_row)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Page::new(items, limit, |r| r.seq))
+    }
+
+    async fn count_events(&self, tenant: Uuid) -> Result<u64> {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE tenant_id = $1")
+            .bind(tenant)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(n as u64)
+    }
+}
+
+/// Deadlock or serialization failure: the transaction was rolled back and
+/// may simply be run again.
+fn is_lost_race(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db)
+        if matches!(db.code().as_deref(), Some("40001" | "40P01")))
+        && is_transient(err)
+}
+
+/// PostgreSQL keeps microseconds; truncate so what we return is what we stored.
+pub(crate) fn micros(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t)
+}

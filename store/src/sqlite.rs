@@ -1,0 +1,385 @@
+//! The embedded SQLite store: the default of `aforo standalone`.
+//!
+//! One writer connection (SQLite has one writer at a time anyway) and a few
+//! readers, in WAL mode with `synchronous=FULL`: a commit is on disk before
+//! it returns, so acked means durable here too. Write transactions start
+//! with `BEGIN IMMEDIATE`, so a second process (the CLI creating a tenant)
+//! waits for the lock instead of failing mid-transaction.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::Row;
+use uuid::Uuid;
+
+use crate::migrate::SQLITE;
+use crate::model::{EventRow, RejectionRow, clamp_limit, insertion_order};
+use crate::{
+    CommitBatch, CommitOutcome, EventQuery, Page, RejectionQuery, Result, Store, StoreError,
+    StoredEvent, StoredRejection, Tenant,
+};
+
+pub struct SqliteStore {
+    writer: SqlitePool,
+    readers: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating when missing) the database file at `path` and runs
+    /// pending migrations.
+    pub async fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| StoreError::Database(sqlx::Error::Io(e)))?;
+        }
+        let options = SqliteConnectOptions::from_str("sqlite://")?
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
+            .await?;
+        migrate(&writer).await?;
+        let readers = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options.read_only(true))
+            .await?;
+        Ok(SqliteStore { writer, readers })
+    }
+}
+
+async fn migrate(pool: &SqlitePool) -> Result<()> {
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    sqlx::raw_sql(
+        "CREATE TABLE IF NOT EXISTS aforo_migrations (
+            version INTEGER PRIMARY KEY,
+            name TEXT NOT NULL,
+            applied_at INTEGER NOT NULL)",
+    )
+    .execute(&mut *tx)
+    .await?;
+    let applied: Vec<i64> = sqlx::query_scalar("SELECT version FROM aforo_migrations")
+        .fetch_all(&mut *tx)
+        .await?;
+    for migration in SQLITE.iter().filter(|m| !applied.contains(&m.version)) {
+        let failed = |source| StoreError::Migration {
+            version: migration.version,
+            name: migration.name,
+            source,
+        };
+        sqlx::raw_sql(migration.sql)
+            .execute(&mut *tx)
+            .await
+            .map_err(failed)?;
+        sqlx::query("INSERT INTO aforo_migrations (version, name, applied_at) VALUES (?1, ?2, ?3)")
+            .bind(migration.version)
+            .bind(migration.name)
+            .bind(Utc::now().timestamp_micros())
+            .execute(&mut *tx)
+            .await
+            .map_err(failed)?;
+        tracing::info!(version = migration.version, name = migration.name, "applied migration");
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+fn time(micros: i64) -> Result<DateTime<Utc>> {
+    DateTime::from_timestamp_micros(micros)
+        .ok_or_else(|| StoreError::Corrupt(format!("time {micros} is out of range")))
+}
+
+fn uuid(text: &str) -> Result<Uuid> {
+    Uuid::parse_str(text).map_err(|e| StoreError::Corrupt(format!("uuid {text:?}: {e}")))
+}
+
+fn tenant_from_row(row: &SqliteRow) -> Result<Tenant> {
+    Ok(Tenant {
+        id: uuid(row.try_get("id")?)?,
+        name: row.try_get("name")?,
+        hmac_key: row.try_get("hmac_key")?,
+        created_at: time(row.try_get("created_at")?)?,
+    })
+}
+
+fn event_from_row(row: &SqliteRow) -> Result<StoredEvent> {
+    EventRow {
+        stored_id: uuid(row.try_get("id")?)?,
+        seq: row.try_get("seq")?,
+        tenant: uuid(row.try_get("tenant_id")?)?,
+        event_id: row.try_get("event_id")?,
+        source: row.try_get("source")?,
+        event_type: row.try_get("type")?,
+        customer: row.try_get("customer")?,
+        time: time(row.try_get("time")?)?,
+        properties_json: row.try_get("properties")?,
+        tier: row.try_get("tier")?,
+        tier_detail: row.try_get("tier_detail")?,
+        status: row.try_get("status")?,
+        flags: row.try_get("flags")?,
+        gates: row.try_get("gates")?,
+        validation_hash: row.try_get("validation_hash")?,
+        received_at: time(row.try_get("received_at")?)?,
+        node: row.try_get("node")?,
+    }
+    .decode()
+}
+
+fn rejection_from_row(row: &SqliteRow) -> Result<StoredRejection> {
+    RejectionRow {
+        stored_id: uuid(row.try_get("id")?)?,
+        seq: row.try_get("seq")?,
+        event_id: row.try_get("event_id")?,
+        source: row.try_get("source")?,
+        event_type: row.try_get("type")?,
+        customer: row.try_get("customer")?,
+        reason: row.try_get("reason")?,
+        message: row.try_get("message")?,
+        gates: row.try_get("gates")?,
+        payload: row.try_get("payload")?,
+        tier: row.try_get("tier")?,
+        tier_detail: row.try_get("tier_detail")?,
+        received_at: time(row.try_get("received_at")?)?,
+        node: row.try_get("node")?,
+    }
+    .decode()
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.readers).await?;
+        Ok(())
+    }
+
+    async fn create_tenant(&self, name: &str) -> Result<Tenant> {
+        let now = Utc::now().timestamp_micros();
+        let tenant = Tenant {
+            id: Uuid::now_v7(),
+            name: name.to_owned(),
+            hmac_key: crate::new_hmac_key(),
+            created_at: time(now)?,
+        };
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let taken: Option<String> = sqlx::query_scalar("SELECT id FROM tenants WHERE name = ?1")
+            .bind(name)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if taken.is_some() {
+            return Err(StoreError::Conflict(format!("tenant {name:?} already exists")));
+        }
+        sqlx::query("INSERT INTO tenants (id, name, hmac_key, created_at) VALUES (?1, ?2, ?3, ?4)")
+            .bind(tenant.id.to_string())
+            .bind(&tenant.name)
+            .bind(&tenant.hmac_key)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(tenant)
+    }
+
+    async fn tenant_by_name(&self, name: &str) -> Result<Option<Tenant>> {
+        let row = sqlx::query("SELECT id, name, hmac_key, created_at FROM tenants WHERE name = ?1")
+            .bind(name)
+            .fetch_optional(&self.readers)
+            .await?;
+        row.as_ref().map(tenant_from_row).transpose()
+    }
+
+    async fn list_tenants(&self) -> Result<Vec<Tenant>> {
+        let rows = sqlx::query("SELECT id, name, hmac_key, created_at FROM tenants ORDER BY name")
+            .fetch_all(&self.readers)
+            .await?;
+        rows.iter().map(tenant_from_row).collect()
+    }
+
+    async fn create_api_key(
+        &self,
+        tenant: Uuid,
+        key_hash: &str,
+        prefix: &str,
+        label: &str,
+    ) -> Result<()> {
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        sqlx::query(
+            "INSERT INTO api_keys (key_hash, tenant_id, prefix, label, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )
+        .bind(key_hash)
+        .bind(tenant.to_string())
+        .bind(prefix)
+        .bind(label)
+        .bind(Utc::now().timestamp_micros())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn tenant_for_api_key(&self, key_hash: &str) -> Result<Option<Tenant>> {
+        let row = sqlx::query(
+            "SELECT t.id, t.name, t.hmac_key, t.created_at FROM api_keys k
+             JOIN tenants t ON t.id = k.tenant_id WHERE k.key_hash = ?1",
+        )
+        .bind(key_hash)
+        .fetch_optional(&self.readers)
+        .await?;
+        row.as_ref().map(tenant_from_row).transpose()
+    }
+
+    async fn commit(&self, batch: CommitBatch) -> Result<Vec<CommitOutcome>> {
+        let mut outcomes = vec![CommitOutcome::Inserted; batch.events.len()];
+        let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
+        for i in insertion_order(&batch.events) {
+            let e = &batch.events[i];
+            let tenant = e.tenant.to_string();
+            let written = sqlx::query(
+                "INSERT INTO events (id, tenant_id, dedup_key, event_id, source, type, customer,
+                     time, properties, tier, tier_detail, status, flags, gates, validation_hash,
+                     received_at, node)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'ACCEPTED', ?12, ?13, ?14,
+                     ?15, ?16)
+                 ON CONFLICT (tenant_id, dedup_key) DO NOTHING",
+            )
+            .bind(e.stored_id.to_string())
+            .bind(&tenant)
+            .bind(&e.dedup_key)
+            .bind(&e.event.id)
+            .bind(&e.event.source)
+            .bind(&e.event.event_type)
+            .bind(&e.event.customer)
+            .bind(e.event.time.timestamp_micros())
+            .bind(&e.properties_json)
+            .bind(e.event.tier.as_str())
+            .bind(&e.event.tier_detail)
+            .bind(i64::from(e.flags.bits()))
+            .bind(e.gates.to_json())
+            .bind(&e.validation_hash)
+            .bind(e.received_at.timestamp_micros())
+            .bind(&e.node)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if written == 0 {
+                let original: String = sqlx::query_scalar(
+                    "SELECT id FROM events WHERE tenant_id = ?1 AND dedup_key = ?2",
+                )
+                .bind(&tenant)
+                .bind(&e.dedup_key)
+                .fetch_one(&mut *tx)
+                .await?;
+                outcomes[i] = CommitOutcome::Duplicate {
+                    original: uuid(&original)?,
+                };
+            }
+        }
+        for r in &batch.rejections {
+            sqlx::query(
+                "INSERT INTO rejections (id, tenant_id, event_id, source, type, customer, reason,
+                     message, gates, payload, tier, tier_detail, received_at, node)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+            )
+            .bind(r.stored_id.to_string())
+            .bind(r.tenant.to_string())
+            .bind(&r.event_id)
+            .bind(&r.source)
+            .bind(&r.event_type)
+            .bind(&r.customer)
+            .bind(&r.reason)
+            .bind(&r.message)
+            .bind(r.gates.to_json())
+            .bind(&r.payload)
+            .bind(r.tier.as_str())
+            .bind(&r.tier_detail)
+            .bind(r.received_at.timestamp_micros())
+            .bind(&r.node)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(outcomes)
+    }
+
+    async fn list_events(&self, tenant: Uuid, query: &EventQuery) -> Result<Page<StoredEvent>> {
+        let limit = clamp_limit(query.limit);
+        let rows = sqlx::query(
+            "SELECT id, seq, tenant_id, event_id, source, type, customer, time, properties, tier,
+                 tier_detail, status, flags, gates, validation_hash, received_at, node
+             FROM events
+             WHERE tenant_id = ?1
+               AND (?2 IS NULL OR customer = ?2)
+               AND (?3 IS NULL OR type = ?3)
+               AND (?4 IS NULL OR time >= ?4)
+               AND (?5 IS NULL OR time < ?5)
+               AND (?6 IS NULL OR status = ?6)
+               AND (flags & ?7) = ?7
+               AND seq > ?8
+             ORDER BY seq
+             LIMIT ?9",
+        )
+        .bind(tenant.to_string())
+        .bind(&query.customer)
+        .bind(&query.event_type)
+        .bind(query.from.map(|t| t.timestamp_micros()))
+        .bind(query.to.map(|t| t.timestamp_micros()))
+        .bind(&query.status)
+        .bind(i64::from(query.flags.bits()))
+        .bind(query.after.unwrap_or(0))
+        .bind(i64::from(limit))
+        .fetch_all(&self.readers)
+        .await?;
+        let items = rows.iter().map(event_from_row).collect::<Result<Vec<_>>>()?;
+        Ok(Page::new(items, limit, |e| e.seq))
+    }
+
+    async fn list_rejections(
+        &self,
+        tenant: Uuid,
+        query: &RejectionQuery,
+    ) -> Result<Page<StoredRejection>> {
+        let limit = clamp_limit(query.limit);
+        let rows = sqlx::query(
+            "SELECT id, seq, event_id, source, type, customer, reason, message, gates, payload,
+                 tier, tier_detail, received_at, node
+             FROM rejections
+             WHERE tenant_id = ?1 AND (?2 IS NULL OR reason = ?2) AND seq > ?3
+             ORDER BY seq
+             LIMIT ?4",
+        )
+        .bind(tenant.to_string())
+        .bind(&query.reason)
+        .bind(query.after.unwrap_or(0))
+        .bind(i64::from(limit))
+        .fetch_all(&self.readers)
+        .await?;
+        let items = rows
+            .iter()
+            .map(rejection_from_row)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Page::new(items, limit, |r| r.seq))
+    }
+
+    async fn count_events(&self, tenant: Uuid) -> Result<u64> {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE tenant_id = ?1")
+            .bind(tenant.to_string())
+            .fetch_one(&self.readers)
+            .await?;
+        Ok(n as u64)
+    }
+}

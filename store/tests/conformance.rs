@@ -1,0 +1,529 @@
+//! The storage conformance suite: every test runs against both backends.
+//!
+//! SQLite runs on a temporary file. PostgreSQL runs on a fresh database of the
+//! server named by `AFORO_TEST_DATABASE_URL` (`scripts/test.sh` starts one);
+//! without it the PostgreSQL half fails and says how to get one.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use aforo_crds::{EventFlag, EventFlags, GateResults, RejectReason, SourceEvent, Tier};
+use aforo_store::{
+    CommitBatch, CommitOutcome, EventQuery, NewEvent, NewRejection, PgStore, RejectionQuery,
+    SqliteStore, Store, StoreError, default_dedup_key,
+};
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use serde_json::json;
+use sqlx::Connection;
+use uuid::Uuid;
+
+/// A store under test and what keeps it alive.
+struct Fixture {
+    store: Arc<dyn Store>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+async fn sqlite() -> Fixture {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let store = SqliteStore::open(dir.path().join("aforo.db"))
+        .await
+        .expect("open sqlite");
+    Fixture {
+        store: Arc::new(store),
+        _dir: Some(dir),
+    }
+}
+
+/// A fresh, empty PostgreSQL database for one test.
+async fn postgres_url() -> String {
+    let admin = std::env::var("AFORO_TEST_DATABASE_URL").expect(
+        "AFORO_TEST_DATABASE_URL is not set: run scripts/test.sh, or `eval \"$(scripts/services.sh)\"` first",
+    );
+    let name = format!("aforo_test_{}", Uuid::now_v7().simple());
+    let mut conn = sqlx::PgConnection::connect(&admin)
+        .await
+        .expect("connect to the test PostgreSQL");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await
+        .expect("create test database");
+    let base = admin.rsplit_once('/').expect("URL has a database").0;
+    format!("{base}/{name}")
+}
+
+async fn postgres() -> Fixture {
+    let store = PgStore::connect(&postgres_url().await).await.expect("connect");
+    Fixture {
+        store: Arc::new(store),
+        _dir: None,
+    }
+}
+
+fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 20, 10, 0, 0).unwrap()
+}
+
+fn source_event(id: &str, customer: &str, minutes: i64) -> SourceEvent {
+    SourceEvent {
+        id: id.into(),
+        source: "api".into(),
+        event_type: "tokens".into(),
+        customer: customer.into(),
+        time: t0() + Duration::minutes(minutes),
+        properties: json!({"tokens": 12, "model": "m1", "nested": {"b": 1.5, "a": [1, 2]}})
+            .as_object()
+            .unwrap()
+            .clone(),
+        tier: Tier::Sdk,
+        tier_detail: "aforo-python/0.1".into(),
+    }
+}
+
+fn new_event(tenant: &aforo_store::Tenant, event: SourceEvent) -> NewEvent {
+    let stored_id = Uuid::now_v7();
+    let gates = GateResults::accepted(false);
+    let hash = aforo_crds::validation_hash(
+        &tenant.hmac_key,
+        &tenant.name,
+        &stored_id.to_string(),
+        &event,
+        &gates,
+    );
+    NewEvent {
+        tenant: tenant.id,
+        stored_id,
+        dedup_key: default_dedup_key(&event.source, &event.id),
+        properties_json: event.canonical_properties(),
+        event,
+        flags: EventFlags::default(),
+        gates,
+        validation_hash: hash,
+        received_at: t0() + Duration::hours(1),
+        node: "test-node".into(),
+    }
+}
+
+fn rejection(tenant: Uuid, reason: RejectReason, payload: &str) -> NewRejection {
+    NewRejection {
+        tenant,
+        stored_id: Uuid::now_v7(),
+        event_id: None,
+        source: Some("api".into()),
+        event_type: Some("tokens".into()),
+        customer: None,
+        reason: reason.as_str().into(),
+        message: "test rejection".into(),
+        gates: GateResults::rejected(reason),
+        payload: payload.into(),
+        tier: Tier::Rest,
+        tier_detail: String::new(),
+        received_at: t0(),
+        node: "test-node".into(),
+    }
+}
+
+fn events(list: Vec<NewEvent>) -> CommitBatch {
+    CommitBatch {
+        events: list,
+        rejections: vec![],
+    }
+}
+
+/// Declares one test per backend for each suite function.
+macro_rules! conformance {
+    ($($name:ident),* $(,)?) => {
+        mod on_sqlite {
+            $(#[tokio::test] async fn $name() { super::$name(super::sqlite().await).await })*
+        }
+        mod on_postgres {
+            $(#[tokio::test] async fn $name() { super::$name(super::postgres().await).await })*
+        }
+    };
+}
+
+conformance!(
+    tenant_names_are_unique,
+    api_key_resolves_to_its_tenant_only_by_hash,
+    a_repeated_key_is_a_duplicate_naming_the_original,
+    a_key_repeated_within_one_commit_is_stored_once,
+    tenants_neither_see_nor_dedup_against_each_other,
+    a_stored_event_keeps_its_provenance_byte_for_byte,
+    rejections_are_stored_with_payload_and_reason,
+    events_filter_and_paginate_in_storage_order,
+    a_failed_commit_leaves_no_claim_behind,
+    concurrent_commits_of_one_key_store_it_once,
+);
+
+async fn tenant_names_are_unique(f: Fixture) {
+    let a = f.store.create_tenant("acme").await.unwrap();
+    assert_eq!(a.hmac_key.len(), 32);
+    let err = f.store.create_tenant("acme").await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    assert_eq!(f.store.tenant_by_name("acme").await.unwrap(), Some(a));
+    assert_eq!(f.store.tenant_by_name("nobody").await.unwrap(), None);
+    assert_eq!(f.store.list_tenants().await.unwrap().len(), 1);
+}
+
+async fn api_key_resolves_to_its_tenant_only_by_hash(f: Fixture) {
+    let a = f.store.create_tenant("a").await.unwrap();
+    let b = f.store.create_tenant("b").await.unwrap();
+    f.store.create_api_key(a.id, "hash-a", "ak_a", "ci").await.unwrap();
+    f.store.create_api_key(b.id, "hash-b", "ak_b", "ci").await.unwrap();
+    assert_eq!(f.store.tenant_for_api_key("hash-a").await.unwrap().unwrap().id, a.id);
+    assert_eq!(f.store.tenant_for_api_key("hash-b").await.unwrap().unwrap().id, b.id);
+    assert_eq!(f.store.tenant_for_api_key("ak_a").await.unwrap(), None);
+}
+
+async fn a_repeated_key_is_a_duplicate_naming_the_original(f: Fixture) {
+    let t = f.store.create_tenant("acme").await.unwrap();
+    let first = new_event(&t, source_event("e1", "c1", 0));
+    let original = first.stored_id;
+    let out = f.store.commit(events(vec![first])).await.unwrap();
+    assert_eq!(out, vec![CommitOutcome::Inserted]);
+
+    // A retry carries a new stored id; the answer names the first one.
+    let retry = new_event(&t, source_event("e1", "c1", 0));
+    let other = new_event(&t, source_event("e2", "c1", 0));
+    let out = f.store.commit(events(vec![retry, other])).await.unwrap();
+    assert_eq!(
+        out,
+        vec![CommitOutcome::Duplicate { original }, CommitOutcome::Inserted]
+    );
+    assert_eq!(f.store.count_events(t.id).await.unwrap(), 2);
+}
+
+async fn a_key_repeated_within_one_commit_is_stored_once(f: Fixture) {
+    let t = f.store.create_tenant("acme").await.unwrap();
+    let a = new_event(&t, source_event("same", "c1", 0));
+    let b = new_event(&t, source_event("same", "c1", 5));
+    let first = a.stored_id;
+    let out = f.store.commit(events(vec![a, b])).await.unwrap();
+    assert_eq!(
+        out,
+        vec![
+            CommitOutcome::Inserted,
+            CommitOutcome::Duplicate { original: first }
+        ]
+    );
+    assert_eq!(f.store.count_events(t.id).await.unwrap(), 1);
+}
+
+async fn tenants_neither_see_nor_dedup_against_each_other(f: Fixture) {
+    let a = f.store.create_tenant("a").await.unwrap();
+    let b = f.store.create_tenant("b").await.unwrap();
+    let out = f
+        .store
+        .commit(events(vec![
+            new_event(&a, source_event("e1", "c1", 0)),
+            new_event(&b, source_event("e1", "c1", 0)),
+        ]))
+        .await
+        .unwrap();
+    assert_eq!(out, vec![CommitOutcome::Inserted, CommitOutcome::Inserted]);
+    let seen_by_a = f.store.list_events(a.id, &EventQuery::default()).await.unwrap();
+    assert_eq!(seen_by_a.items.len(), 1);
+    assert!(seen_by_a.items.iter().all(|e| e.tenant == a.id));
+    f.store
+        .commit(CommitBatch {
+            events: vec![],
+            rejections: vec![rejection(b.id, RejectReason::SchemaMissingId, "{}")],
+        })
+        .await
+        .unwrap();
+    let a_rejections = f
+        .store
+        .list_rejections(a.id, &RejectionQuery::default())
+        .await
+        .unwrap();
+    assert!(a_rejections.items.is_empty());
+}
+
+async fn a_stored_event_keeps_its_provenance_byte_for_byte(f: Fixture) {
+    let t = f.store.create_tenant("acme").await.unwrap();
+    let mut e = new_event(&t, source_event("e1", "c1", 0));
+    e.flags = EventFlags::default().with(EventFlag::Late);
+    e.gates = GateResults::accepted(true);
+    e.event.time += Duration::microseconds(123_456);
+    e.validation_hash = aforo_crds::validation_hash(
+        &t.hmac_key,
+        &t.name,
+        &e.stored_id.to_string(),
+        &e.event,
+        &e.gates,
+    );
+    f.store.commit(events(vec![e.clone()])).await.unwrap();
+
+    let page = f.store.list_events(t.id, &EventQuery::default()).await.unwrap();
+    let stored = &page.items[0];
+    assert_eq!(stored.stored_id, e.stored_id);
+    assert_eq!(stored.event, e.event);
+    assert_eq!(stored.properties_json, e.properties_json);
+    assert_eq!(stored.flags, e.flags);
+    assert_eq!(stored.gates, e.gates);
+    assert_eq!(stored.received_at, e.received_at);
+    assert_eq!(stored.node, "test-node");
+    assert_eq!(stored.status, "ACCEPTED");
+    // The seal can be recomputed from what was stored.
+    let recomputed = aforo_crds::validation_hash(
+        &t.hmac_key,
+        &t.name,
+        &stored.stored_id.to_string(),
+        &stored.event,
+        &stored.gates,
+    );
+    assert_eq!(recomputed, stored.validation_hash);
+}
+
+async fn rejections_are_stored_with_payload_and_reason(f: Fixture) {
+    let t = f.store.create_tenant("acme").await.unwrap();
+    let payload = r#"{"source":"api","type":"tokens","time":"2026-11-20T10:00:00Z"}"#;
+    f.store
+        .commit(CommitBatch {
+            events: vec![],
+            rejections: vec![
+                rejection(t.id, RejectReason::SchemaMissingId, payload),
+                rejection(t.id, RejectReason::TimestampInFuture, "{}"),
+            ],
+        })
+        .await
+        .unwrap();
+    let all = f
+        .store
+        .list_rejections(t.id, &RejectionQuery::default())
+        .await
+        .unwrap();
+    assert_eq!(all.items.len(), 2);
+    assert_eq!(all.items[0].payload, payload);
+    assert_eq!(all.items[0].reason, "SCHEMA_MISSING_ID");
+    assert_eq!(
+        all.items[0].gates,
+        GateResults::rejected(RejectReason::SchemaMissingId)
+    );
+    let future = f
+        .store
+        .list_rejections(
+            t.id,
+            &RejectionQuery {
+                reason: Some("TIMESTAMP_IN_FUTURE".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(future.items.len(), 1);
+    assert_eq!(f.store.count_events(t.id).await.unwrap(), 0);
+}
+
+async fn events_filter_and_paginate_in_storage_order(f: Fixture) {
+    let t = f.store.create_tenant("acme").await.unwrap();
+    let mut batch = Vec::new();
+    for i in 0..25 {
+        let customer = if i % 2 == 0 { "even" } else { "odd" };
+        let mut e = new_event(&t, source_event(&format!("e{i}"), customer, i));
+        if i % 5 == 0 {
+            e.flags = EventFlags::default().with(EventFlag::Late);
+        }
+        if i == 24 {
+            e.event.event_type = "calls".into();
+        }
+        batch.push(e);
+    }
+    f.store.commit(events(batch)).await.unwrap();
+
+    let q = |query: EventQuery| {
+        let store = f.store.clone();
+        let tenant = t.id;
+        async move { store.list_events(tenant, &query).await.unwrap() }
+    };
+    assert_eq!(
+        q(EventQuery {
+            customer: Some("even".into()),
+            ..Default::default()
+        })
+        .await
+        .items
+        .len(),
+        13
+    );
+    assert_eq!(
+        q(EventQuery {
+            event_type: Some("calls".into()),
+            ..Default::default()
+        })
+        .await
+        .items
+        .len(),
+        1
+    );
+    let window = q(EventQuery {
+        from: Some(t0() + Duration::minutes(10)),
+        to: Some(t0() + Duration::minutes(20)),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(window.items.len(), 10, "from is inclusive, to exclusive");
+    let late = q(EventQuery {
+        flags: EventFlags::default().with(EventFlag::Late),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(late.items.len(), 5);
+    assert_eq!(
+        q(EventQuery {
+            status: Some("ACCEPTED".into()),
+            ..Default::default()
+        })
+        .await
+        .items
+        .len(),
+        25
+    );
+
+    // Walk all pages of 10: every event once, in storage order.
+    let mut seen = Vec::new();
+    let mut after = None;
+    loop {
+        let page = q(EventQuery {
+            after,
+            limit: 10,
+            ..Default::default()
+        })
+        .await;
+        seen.extend(page.items.iter().map(|e| e.seq));
+        match page.next_after {
+            Some(next) => after = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 25);
+    assert!(seen.windows(2).all(|w| w[0] < w[1]));
+}
+
+async fn a_failed_commit_leaves_no_claim_behind(f: Fixture) {
+    let t = f.store.create_tenant("acme").await.unwrap();
+    let good = new_event(&t, source_event("e1", "c1", 0));
+    // A rejection for a tenant that does not exist breaks the foreign key:
+    // the whole transaction must roll back, the good event's claim with it.
+    let broken = CommitBatch {
+        events: vec![good.clone()],
+        rejections: vec![rejection(Uuid::now_v7(), RejectReason::SchemaMissingId, "{}")],
+    };
+    assert!(f.store.commit(broken).await.is_err());
+    assert_eq!(f.store.count_events(t.id).await.unwrap(), 0);
+
+    // The client's retry counts exactly once: stored, not a duplicate.
+    let retry = new_event(&t, source_event("e1", "c1", 0));
+    assert_eq!(
+        f.store.commit(events(vec![retry])).await.unwrap(),
+        vec![CommitOutcome::Inserted]
+    );
+    assert_eq!(f.store.count_events(t.id).await.unwrap(), 1);
+}
+
+async fn concurrent_commits_of_one_key_store_it_once(f: Fixture) {
+    let t = f.store.create_tenant("acme").await.unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let store = f.store.clone();
+        // Each writer also carries keys the others carry, in another order.
+        let mut list = vec![new_event(&t, source_event("shared", "c1", 0))];
+        for k in 0..10 {
+            let k = if i % 2 == 0 { k } else { 9 - k };
+            list.push(new_event(&t, source_event(&format!("k{k}"), "c1", 0)));
+        }
+        let ids: Vec<(String, Uuid)> = list.iter().map(|e| (e.event.id.clone(), e.stored_id)).collect();
+        tasks.push(tokio::spawn(async move {
+            (ids, store.commit(events(list)).await.unwrap())
+        }));
+    }
+    let mut inserted = 0;
+    let mut holders: HashMap<String, Uuid> = HashMap::new();
+    let mut results = Vec::new();
+    for task in tasks {
+        results.push(task.await.unwrap());
+    }
+    for (ids, outcomes) in &results {
+        for (pos, outcome) in outcomes.iter().enumerate() {
+            if *outcome == CommitOutcome::Inserted {
+                inserted += 1;
+                let (key, id) = &ids[pos];
+                assert!(holders.insert(key.clone(), *id).is_none(), "{key} stored twice");
+            }
+        }
+    }
+    assert_eq!(inserted, 11);
+    for (ids, outcomes) in &results {
+        for (pos, outcome) in outcomes.iter().enumerate() {
+            if let CommitOutcome::Duplicate { original } = outcome {
+                assert_eq!(*original, holders[&ids[pos].0]);
+            }
+        }
+    }
+    assert_eq!(f.store.count_events(t.id).await.unwrap(), 11);
+}
+
+mod properties {
+    //! Dedup as an invariant: however events are split into commits and
+    //! however often keys repeat, each key is stored once, the first time it
+    //! is seen, and every repeat names that first stored id.
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Clone, Copy)]
+    enum Backend {
+        Sqlite,
+        Postgres,
+    }
+
+    fn check(backend: Backend, keys: Vec<u8>, cuts: Vec<usize>) {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let f = match backend {
+                Backend::Sqlite => sqlite().await,
+                Backend::Postgres => postgres().await,
+            };
+            let t = f.store.create_tenant("p").await.unwrap();
+            let all: Vec<NewEvent> = keys
+                .iter()
+                .map(|k| new_event(&t, source_event(&format!("k{k}"), "c", 0)))
+                .collect();
+            let mut first: HashMap<u8, Uuid> = HashMap::new();
+            let mut start = 0;
+            let mut bounds: Vec<usize> = cuts.into_iter().map(|c| c % (all.len() + 1)).collect();
+            bounds.push(all.len());
+            bounds.sort_unstable();
+            for end in bounds {
+                let chunk = &all[start..end.max(start)];
+                let chunk_keys = &keys[start..end.max(start)];
+                let out = f.store.commit(events(chunk.to_vec())).await.unwrap();
+                for ((e, k), o) in chunk.iter().zip(chunk_keys).zip(out) {
+                    match (first.get(k), o) {
+                        (None, CommitOutcome::Inserted) => {
+                            first.insert(*k, e.stored_id);
+                        }
+                        (Some(orig), CommitOutcome::Duplicate { original }) => {
+                            assert_eq!(*orig, original)
+                        }
+                        (seen, outcome) => panic!("key {k}: seen {seen:?}, got {outcome:?}"),
+                    }
+                }
+                start = end.max(start);
+            }
+            assert_eq!(f.store.count_events(t.id).await.unwrap(), first.len() as u64);
+        });
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(24))]
+        #[test]
+        fn dedup_is_exact_on_sqlite(keys in prop::collection::vec(0u8..12, 1..60),
+                                    cuts in prop::collection::vec(0usize..64, 0..6)) {
+            check(Backend::Sqlite, keys, cuts);
+        }
+        #[test]
+        fn dedup_is_exact_on_postgres(keys in prop::collection::vec(0u8..12, 1..60),
+                                      cuts in prop::collection::vec(0usize..64, 0..6)) {
+            check(Backend::Postgres, keys, cuts);
+        }
+    }
+}
