@@ -112,7 +112,11 @@ pub enum EventFlag {
 }
 
 impl EventFlag {
-    pub const ALL: [EventFlag; 3] = [EventFlag::Late, EventFlag::Unmetered, EventFlag::Unattributed];
+    pub const ALL: [EventFlag; 3] = [
+        EventFlag::Late,
+        EventFlag::Unmetered,
+        EventFlag::Unattributed,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -163,7 +167,9 @@ impl EventFlags {
         self.0 & flag.bit() != 0
     }
     pub fn iter(self) -> impl Iterator<Item = EventFlag> {
-        EventFlag::ALL.into_iter().filter(move |f| self.contains(*f))
+        EventFlag::ALL
+            .into_iter()
+            .filter(move |f| self.contains(*f))
     }
 }
 
@@ -379,7 +385,11 @@ impl GateResults {
         };
         let value: Value = serde_json::from_str(text).map_err(|_| bad())?;
         let get = |name: &str| -> Result<GateVerdict, UnknownName> {
-            value.get(name).and_then(Value::as_str).ok_or_else(bad)?.parse()
+            value
+                .get(name)
+                .and_then(Value::as_str)
+                .ok_or_else(bad)?
+                .parse()
         };
         Ok(GateResults {
             schema: get("schema")?,
@@ -492,7 +502,9 @@ mod tests {
 
     #[test]
     fn flags_are_a_set() {
-        let flags = EventFlags::default().with(EventFlag::Late).with(EventFlag::Late);
+        let flags = EventFlags::default()
+            .with(EventFlag::Late)
+            .with(EventFlag::Late);
         assert_eq!(flags.iter().collect::<Vec<_>>(), vec![EventFlag::Late]);
         assert_eq!(EventFlags::from_bits(flags.bits()), flags);
     }

@@ -66,7 +66,7 @@ pub trait Store: Send + Sync + 'static {
     /// one outcome per event of `batch.events`, in order. When this returns
     /// `Ok`, everything in the batch is durable; when it returns `Err`,
     /// nothing of it is.
-    async fn commit(&self, batch: CommitBatch) -> Result<Vec<CommitOutcome>>;
+    async fn commit(&self, batch: &CommitBatch) -> Result<Vec<CommitOutcome>>;
 
     async fn list_events(&self, tenant: Uuid, query: &EventQuery) -> Result<Page<StoredEvent>>;
     async fn list_rejections(
@@ -87,16 +87,6 @@ pub async fn open(url: &str) -> Result<Arc<dyn Store>> {
     } else {
         Err(StoreError::InvalidUrl(url.to_owned()))
     }
-}
-
-/// The default idempotency key of an event: its source and id. The schema
-/// gate forbids control characters in both, so the newline cannot be forged.
-pub fn default_dedup_key(source: &str, id: &str) -> String {
-    let mut key = String::with_capacity(source.len() + id.len() + 1);
-    key.push_str(source);
-    key.push('\n');
-    key.push_str(id);
-    key
 }
 
 /// A fresh random validation key for a new tenant.

@@ -113,8 +113,10 @@ pub struct EventQuery {
     pub to: Option<DateTime<Utc>>,
     pub status: Option<String>,
     pub flags: EventFlags,
-    /// Only events with `seq` greater than this.
+    /// The cursor: only events after this `seq` in the chosen order.
     pub after: Option<i64>,
+    /// Newest first (the cursor then counts down).
+    pub descending: bool,
     pub limit: u32,
 }
 
@@ -175,14 +177,19 @@ pub(crate) struct EventRow {
 
 impl EventRow {
     pub fn decode(self) -> Result<StoredEvent, crate::StoreError> {
-        let corrupt = |what: String| crate::StoreError::Corrupt(format!("event {}: {what}", self.stored_id));
+        let corrupt =
+            |what: String| crate::StoreError::Corrupt(format!("event {}: {what}", self.stored_id));
         let properties = match serde_json::from_str(&self.properties_json) {
             Ok(serde_json::Value::Object(map)) => map,
             _ => return Err(corrupt("properties are not a JSON object".into())),
         };
-        let tier = self.tier.parse::<Tier>().map_err(|e| corrupt(e.to_string()))?;
+        let tier = self
+            .tier
+            .parse::<Tier>()
+            .map_err(|e| corrupt(e.to_string()))?;
         let gates = GateResults::from_json(&self.gates).map_err(|e| corrupt(e.to_string()))?;
-        let flags = u8::try_from(self.flags).map_err(|_| corrupt(format!("flags {}", self.flags)))?;
+        let flags =
+            u8::try_from(self.flags).map_err(|_| corrupt(format!("flags {}", self.flags)))?;
         Ok(StoredEvent {
             stored_id: self.stored_id,
             seq: self.seq,
@@ -228,9 +235,13 @@ pub(crate) struct RejectionRow {
 
 impl RejectionRow {
     pub fn decode(self) -> Result<StoredRejection, crate::StoreError> {
-        let corrupt =
-            |what: String| crate::StoreError::Corrupt(format!("rejection {}: {what}", self.stored_id));
-        let tier = self.tier.parse::<Tier>().map_err(|e| corrupt(e.to_string()))?;
+        let corrupt = |what: String| {
+            crate::StoreError::Corrupt(format!("rejection {}: {what}", self.stored_id))
+        };
+        let tier = self
+            .tier
+            .parse::<Tier>()
+            .map_err(|e| corrupt(e.to_string()))?;
         let gates = GateResults::from_json(&self.gates).map_err(|e| corrupt(e.to_string()))?;
         Ok(StoredRejection {
             stored_id: self.stored_id,

@@ -85,7 +85,11 @@ impl PgStore {
                 .execute(&mut *tx)
                 .await
                 .map_err(failed)?;
-            tracing::info!(version = migration.version, name = migration.name, "applied migration");
+            tracing::info!(
+                version = migration.version,
+                name = migration.name,
+                "applied migration"
+            );
         }
         tx.commit().await?;
         Ok(())
@@ -390,10 +394,10 @@ impl Store for PgStore {
         row.as_ref().map(tenant_from_row).transpose()
     }
 
-    async fn commit(&self, batch: CommitBatch) -> Result<Vec<CommitOutcome>> {
+    async fn commit(&self, batch: &CommitBatch) -> Result<Vec<CommitOutcome>> {
         let mut attempt = 1;
         loop {
-            match self.try_commit(&batch).await {
+            match self.try_commit(batch).await {
                 Err(StoreError::Database(err))
                     if attempt < COMMIT_ATTEMPTS && is_lost_race(&err) =>
                 {
@@ -408,7 +412,23 @@ impl Store for PgStore {
 
     async fn list_events(&self, tenant: Uuid, query: &EventQuery) -> Result<Page<StoredEvent>> {
         let limit = clamp_limit(query.limit);
-        let rows = sqlx::query(
+        // Two static statements rather than SQL built at run time.
+        let sql = if query.descending {
+            "SELECT id, seq, tenant_id, event_id, source, type, customer, time,
+                 properties::text AS properties, tier, tier_detail, status, flags, gates,
+                 validation_hash, received_at, node
+             FROM events
+             WHERE tenant_id = $1
+               AND ($2::text IS NULL OR customer = $2)
+               AND ($3::text IS NULL OR type = $3)
+               AND ($4::timestamptz IS NULL OR time >= $4)
+               AND ($5::timestamptz IS NULL OR time < $5)
+               AND ($6::text IS NULL OR status = $6)
+               AND (flags & $7) = $7
+               AND seq < $8
+             ORDER BY seq DESC
+             LIMIT $9"
+        } else {
             "SELECT id, seq, tenant_id, event_id, source, type, customer, time,
                  properties::text AS properties, tier, tier_detail, status, flags, gates,
                  validation_hash, received_at, node
@@ -422,20 +442,27 @@ impl Store for PgStore {
                AND (flags & $7) = $7
                AND seq > $8
              ORDER BY seq
-             LIMIT $9",
-        )
-        .bind(tenant)
-        .bind(&query.customer)
-        .bind(&query.event_type)
-        .bind(query.from)
-        .bind(query.to)
-        .bind(&query.status)
-        .bind(i16::from(query.flags.bits()))
-        .bind(query.after.unwrap_or(0))
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
-        let items = rows.iter().map(event_from_row).collect::<Result<Vec<_>>>()?;
+             LIMIT $9"
+        };
+        let after = query
+            .after
+            .unwrap_or(if query.descending { i64::MAX } else { 0 });
+        let rows = sqlx::query(sql)
+            .bind(tenant)
+            .bind(&query.customer)
+            .bind(&query.event_type)
+            .bind(query.from)
+            .bind(query.to)
+            .bind(&query.status)
+            .bind(i16::from(query.flags.bits()))
+            .bind(after)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        let items = rows
+            .iter()
+            .map(event_from_row)
+            .collect::<Result<Vec<_>>>()?;
         Ok(Page::new(items, limit, |e| e.seq))
     }
 

@@ -12,11 +12,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use sqlx::Row;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
     SqliteSynchronous,
 };
-use sqlx::Row;
 use uuid::Uuid;
 
 use crate::migrate::SQLITE;
@@ -89,7 +89,11 @@ async fn migrate(pool: &SqlitePool) -> Result<()> {
             .execute(&mut *tx)
             .await
             .map_err(failed)?;
-        tracing::info!(version = migration.version, name = migration.name, "applied migration");
+        tracing::info!(
+            version = migration.version,
+            name = migration.name,
+            "applied migration"
+        );
     }
     tx.commit().await?;
     Ok(())
@@ -181,7 +185,9 @@ impl Store for SqliteStore {
             .fetch_optional(&mut *tx)
             .await?;
         if taken.is_some() {
-            return Err(StoreError::Conflict(format!("tenant {name:?} already exists")));
+            return Err(StoreError::Conflict(format!(
+                "tenant {name:?} already exists"
+            )));
         }
         sqlx::query("INSERT INTO tenants (id, name, hmac_key, created_at) VALUES (?1, ?2, ?3, ?4)")
             .bind(tenant.id.to_string())
@@ -243,7 +249,7 @@ impl Store for SqliteStore {
         row.as_ref().map(tenant_from_row).transpose()
     }
 
-    async fn commit(&self, batch: CommitBatch) -> Result<Vec<CommitOutcome>> {
+    async fn commit(&self, batch: &CommitBatch) -> Result<Vec<CommitOutcome>> {
         let mut outcomes = vec![CommitOutcome::Inserted; batch.events.len()];
         let mut tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         for i in insertion_order(&batch.events) {
@@ -318,7 +324,21 @@ impl Store for SqliteStore {
 
     async fn list_events(&self, tenant: Uuid, query: &EventQuery) -> Result<Page<StoredEvent>> {
         let limit = clamp_limit(query.limit);
-        let rows = sqlx::query(
+        let sql = if query.descending {
+            "SELECT id, seq, tenant_id, event_id, source, type, customer, time, properties, tier,
+                 tier_detail, status, flags, gates, validation_hash, received_at, node
+             FROM events
+             WHERE tenant_id = ?1
+               AND (?2 IS NULL OR customer = ?2)
+               AND (?3 IS NULL OR type = ?3)
+               AND (?4 IS NULL OR time >= ?4)
+               AND (?5 IS NULL OR time < ?5)
+               AND (?6 IS NULL OR status = ?6)
+               AND (flags & ?7) = ?7
+               AND seq < ?8
+             ORDER BY seq DESC
+             LIMIT ?9"
+        } else {
             "SELECT id, seq, tenant_id, event_id, source, type, customer, time, properties, tier,
                  tier_detail, status, flags, gates, validation_hash, received_at, node
              FROM events
@@ -331,20 +351,27 @@ impl Store for SqliteStore {
                AND (flags & ?7) = ?7
                AND seq > ?8
              ORDER BY seq
-             LIMIT ?9",
-        )
-        .bind(tenant.to_string())
-        .bind(&query.customer)
-        .bind(&query.event_type)
-        .bind(query.from.map(|t| t.timestamp_micros()))
-        .bind(query.to.map(|t| t.timestamp_micros()))
-        .bind(&query.status)
-        .bind(i64::from(query.flags.bits()))
-        .bind(query.after.unwrap_or(0))
-        .bind(i64::from(limit))
-        .fetch_all(&self.readers)
-        .await?;
-        let items = rows.iter().map(event_from_row).collect::<Result<Vec<_>>>()?;
+             LIMIT ?9"
+        };
+        let after = query
+            .after
+            .unwrap_or(if query.descending { i64::MAX } else { 0 });
+        let rows = sqlx::query(sql)
+            .bind(tenant.to_string())
+            .bind(&query.customer)
+            .bind(&query.event_type)
+            .bind(query.from.map(|t| t.timestamp_micros()))
+            .bind(query.to.map(|t| t.timestamp_micros()))
+            .bind(&query.status)
+            .bind(i64::from(query.flags.bits()))
+            .bind(after)
+            .bind(i64::from(limit))
+            .fetch_all(&self.readers)
+            .await?;
+        let items = rows
+            .iter()
+            .map(event_from_row)
+            .collect::<Result<Vec<_>>>()?;
         Ok(Page::new(items, limit, |e| e.seq))
     }
 

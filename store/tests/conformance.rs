@@ -10,7 +10,7 @@ use std::sync::Arc;
 use aforo_crds::{EventFlag, EventFlags, GateResults, RejectReason, SourceEvent, Tier};
 use aforo_store::{
     CommitBatch, CommitOutcome, EventQuery, NewEvent, NewRejection, PgStore, RejectionQuery,
-    SqliteStore, Store, StoreError, default_dedup_key,
+    SqliteStore, Store, StoreError,
 };
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use serde_json::json;
@@ -52,7 +52,9 @@ async fn postgres_url() -> String {
 }
 
 async fn postgres() -> Fixture {
-    let store = PgStore::connect(&postgres_url().await).await.expect("connect");
+    let store = PgStore::connect(&postgres_url().await)
+        .await
+        .expect("connect");
     Fixture {
         store: Arc::new(store),
         _dir: None,
@@ -92,7 +94,7 @@ fn new_event(tenant: &aforo_store::Tenant, event: SourceEvent) -> NewEvent {
     NewEvent {
         tenant: tenant.id,
         stored_id,
-        dedup_key: default_dedup_key(&event.source, &event.id),
+        dedup_key: format!("{}\n{}", event.source, event.id),
         properties_json: event.canonical_properties(),
         event,
         flags: EventFlags::default(),
@@ -167,10 +169,32 @@ async fn tenant_names_are_unique(f: Fixture) {
 async fn api_key_resolves_to_its_tenant_only_by_hash(f: Fixture) {
     let a = f.store.create_tenant("a").await.unwrap();
     let b = f.store.create_tenant("b").await.unwrap();
-    f.store.create_api_key(a.id, "hash-a", "ak_a", "ci").await.unwrap();
-    f.store.create_api_key(b.id, "hash-b", "ak_b", "ci").await.unwrap();
-    assert_eq!(f.store.tenant_for_api_key("hash-a").await.unwrap().unwrap().id, a.id);
-    assert_eq!(f.store.tenant_for_api_key("hash-b").await.unwrap().unwrap().id, b.id);
+    f.store
+        .create_api_key(a.id, "hash-a", "ak_a", "ci")
+        .await
+        .unwrap();
+    f.store
+        .create_api_key(b.id, "hash-b", "ak_b", "ci")
+        .await
+        .unwrap();
+    assert_eq!(
+        f.store
+            .tenant_for_api_key("hash-a")
+            .await
+            .unwrap()
+            .unwrap()
+            .id,
+        a.id
+    );
+    assert_eq!(
+        f.store
+            .tenant_for_api_key("hash-b")
+            .await
+            .unwrap()
+            .unwrap()
+            .id,
+        b.id
+    );
     assert_eq!(f.store.tenant_for_api_key("ak_a").await.unwrap(), None);
 }
 
@@ -178,16 +202,19 @@ async fn a_repeated_key_is_a_duplicate_naming_the_original(f: Fixture) {
     let t = f.store.create_tenant("acme").await.unwrap();
     let first = new_event(&t, source_event("e1", "c1", 0));
     let original = first.stored_id;
-    let out = f.store.commit(events(vec![first])).await.unwrap();
+    let out = f.store.commit(&events(vec![first])).await.unwrap();
     assert_eq!(out, vec![CommitOutcome::Inserted]);
 
     // A retry carries a new stored id; the answer names the first one.
     let retry = new_event(&t, source_event("e1", "c1", 0));
     let other = new_event(&t, source_event("e2", "c1", 0));
-    let out = f.store.commit(events(vec![retry, other])).await.unwrap();
+    let out = f.store.commit(&events(vec![retry, other])).await.unwrap();
     assert_eq!(
         out,
-        vec![CommitOutcome::Duplicate { original }, CommitOutcome::Inserted]
+        vec![
+            CommitOutcome::Duplicate { original },
+            CommitOutcome::Inserted
+        ]
     );
     assert_eq!(f.store.count_events(t.id).await.unwrap(), 2);
 }
@@ -197,7 +224,7 @@ async fn a_key_repeated_within_one_commit_is_stored_once(f: Fixture) {
     let a = new_event(&t, source_event("same", "c1", 0));
     let b = new_event(&t, source_event("same", "c1", 5));
     let first = a.stored_id;
-    let out = f.store.commit(events(vec![a, b])).await.unwrap();
+    let out = f.store.commit(&events(vec![a, b])).await.unwrap();
     assert_eq!(
         out,
         vec![
@@ -213,18 +240,22 @@ async fn tenants_neither_see_nor_dedup_against_each_other(f: Fixture) {
     let b = f.store.create_tenant("b").await.unwrap();
     let out = f
         .store
-        .commit(events(vec![
+        .commit(&events(vec![
             new_event(&a, source_event("e1", "c1", 0)),
             new_event(&b, source_event("e1", "c1", 0)),
         ]))
         .await
         .unwrap();
     assert_eq!(out, vec![CommitOutcome::Inserted, CommitOutcome::Inserted]);
-    let seen_by_a = f.store.list_events(a.id, &EventQuery::default()).await.unwrap();
+    let seen_by_a = f
+        .store
+        .list_events(a.id, &EventQuery::default())
+        .await
+        .unwrap();
     assert_eq!(seen_by_a.items.len(), 1);
     assert!(seen_by_a.items.iter().all(|e| e.tenant == a.id));
     f.store
-        .commit(CommitBatch {
+        .commit(&CommitBatch {
             events: vec![],
             rejections: vec![rejection(b.id, RejectReason::SchemaMissingId, "{}")],
         })
@@ -251,9 +282,13 @@ async fn a_stored_event_keeps_its_provenance_byte_for_byte(f: Fixture) {
         &e.event,
         &e.gates,
     );
-    f.store.commit(events(vec![e.clone()])).await.unwrap();
+    f.store.commit(&events(vec![e.clone()])).await.unwrap();
 
-    let page = f.store.list_events(t.id, &EventQuery::default()).await.unwrap();
+    let page = f
+        .store
+        .list_events(t.id, &EventQuery::default())
+        .await
+        .unwrap();
     let stored = &page.items[0];
     assert_eq!(stored.stored_id, e.stored_id);
     assert_eq!(stored.event, e.event);
@@ -278,7 +313,7 @@ async fn rejections_are_stored_with_payload_and_reason(f: Fixture) {
     let t = f.store.create_tenant("acme").await.unwrap();
     let payload = r#"{"source":"api","type":"tokens","time":"2026-11-20T10:00:00Z"}"#;
     f.store
-        .commit(CommitBatch {
+        .commit(&CommitBatch {
             events: vec![],
             rejections: vec![
                 rejection(t.id, RejectReason::SchemaMissingId, payload),
@@ -328,7 +363,7 @@ async fn events_filter_and_paginate_in_storage_order(f: Fixture) {
         }
         batch.push(e);
     }
-    f.store.commit(events(batch)).await.unwrap();
+    f.store.commit(&events(batch)).await.unwrap();
 
     let q = |query: EventQuery| {
         let store = f.store.clone();
@@ -397,6 +432,23 @@ async fn events_filter_and_paginate_in_storage_order(f: Fixture) {
     }
     assert_eq!(seen.len(), 25);
     assert!(seen.windows(2).all(|w| w[0] < w[1]));
+
+    // Newest first, paged the same way.
+    let newest = q(EventQuery {
+        descending: true,
+        limit: 10,
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(newest.items[0].seq, *seen.last().unwrap());
+    let next = q(EventQuery {
+        descending: true,
+        after: newest.next_after,
+        limit: 10,
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(next.items[0].seq, seen[seen.len() - 11]);
 }
 
 async fn a_failed_commit_leaves_no_claim_behind(f: Fixture) {
@@ -406,15 +458,19 @@ async fn a_failed_commit_leaves_no_claim_behind(f: Fixture) {
     // the whole transaction must roll back, the good event's claim with it.
     let broken = CommitBatch {
         events: vec![good.clone()],
-        rejections: vec![rejection(Uuid::now_v7(), RejectReason::SchemaMissingId, "{}")],
+        rejections: vec![rejection(
+            Uuid::now_v7(),
+            RejectReason::SchemaMissingId,
+            "{}",
+        )],
     };
-    assert!(f.store.commit(broken).await.is_err());
+    assert!(f.store.commit(&broken).await.is_err());
     assert_eq!(f.store.count_events(t.id).await.unwrap(), 0);
 
     // The client's retry counts exactly once: stored, not a duplicate.
     let retry = new_event(&t, source_event("e1", "c1", 0));
     assert_eq!(
-        f.store.commit(events(vec![retry])).await.unwrap(),
+        f.store.commit(&events(vec![retry])).await.unwrap(),
         vec![CommitOutcome::Inserted]
     );
     assert_eq!(f.store.count_events(t.id).await.unwrap(), 1);
@@ -431,9 +487,12 @@ async fn concurrent_commits_of_one_key_store_it_once(f: Fixture) {
             let k = if i % 2 == 0 { k } else { 9 - k };
             list.push(new_event(&t, source_event(&format!("k{k}"), "c1", 0)));
         }
-        let ids: Vec<(String, Uuid)> = list.iter().map(|e| (e.event.id.clone(), e.stored_id)).collect();
+        let ids: Vec<(String, Uuid)> = list
+            .iter()
+            .map(|e| (e.event.id.clone(), e.stored_id))
+            .collect();
         tasks.push(tokio::spawn(async move {
-            (ids, store.commit(events(list)).await.unwrap())
+            (ids, store.commit(&events(list)).await.unwrap())
         }));
     }
     let mut inserted = 0;
@@ -447,7 +506,10 @@ async fn concurrent_commits_of_one_key_store_it_once(f: Fixture) {
             if *outcome == CommitOutcome::Inserted {
                 inserted += 1;
                 let (key, id) = &ids[pos];
-                assert!(holders.insert(key.clone(), *id).is_none(), "{key} stored twice");
+                assert!(
+                    holders.insert(key.clone(), *id).is_none(),
+                    "{key} stored twice"
+                );
             }
         }
     }
@@ -495,7 +557,7 @@ mod properties {
             for end in bounds {
                 let chunk = &all[start..end.max(start)];
                 let chunk_keys = &keys[start..end.max(start)];
-                let out = f.store.commit(events(chunk.to_vec())).await.unwrap();
+                let out = f.store.commit(&events(chunk.to_vec())).await.unwrap();
                 for ((e, k), o) in chunk.iter().zip(chunk_keys).zip(out) {
                     match (first.get(k), o) {
                         (None, CommitOutcome::Inserted) => {
@@ -509,7 +571,10 @@ mod properties {
                 }
                 start = end.max(start);
             }
-            assert_eq!(f.store.count_events(t.id).await.unwrap(), first.len() as u64);
+            assert_eq!(
+                f.store.count_events(t.id).await.unwrap(),
+                first.len() as u64
+            );
         });
     }
 

@@ -1,0 +1,80 @@
+//! `aforo`: one binary, every role, and the client commands.
+//!
+//! Roles (`standalone`, `ingest`) run servers; `tenants` and `keys` act on a
+//! store directly (they are how the first key comes to exist); `events`
+//! talks to a running server like any client would.
+
+mod admin;
+mod events;
+mod roles;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "aforo",
+    version,
+    about = "Usage metering and billing you can audit"
+)]
+struct Cli {
+    /// Log filter, e.g. `info` or `aforo_ingest=debug,info`.
+    #[arg(long, global = true, env = "AFORO_LOG", default_value = "info")]
+    log: String,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run every role in one process, on an embedded SQLite store by default.
+    Standalone(roles::StandaloneArgs),
+    /// Run the ingest role: the front doors and the four gates.
+    Ingest(roles::IngestArgs),
+    /// Create and list tenants (acts on the store directly).
+    #[command(subcommand)]
+    Tenants(admin::TenantsCommand),
+    /// Create API keys (acts on the store directly).
+    #[command(subcommand)]
+    Keys(admin::KeysCommand),
+    /// Send events to a running server, or follow what it stores.
+    #[command(subcommand)]
+    Events(events::EventsCommand),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&cli.log)
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("aforo: cannot start the async runtime: {err}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Standalone(args) => roles::standalone(args).await,
+            Command::Ingest(args) => roles::ingest(args).await,
+            Command::Tenants(cmd) => admin::tenants(cmd).await,
+            Command::Keys(cmd) => admin::keys(cmd).await,
+            Command::Events(cmd) => events::run(cmd).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("aforo: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,180 @@
+//! The server roles.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use aforo_ingest::{IngestConfig, IngestServer, clock::SystemClock};
+use aforo_store::Store;
+use anyhow::Context;
+use clap::Args;
+
+/// Where the embedded store and the development key live.
+#[derive(Args, Clone, Debug)]
+pub struct StoreArgs {
+    /// Folder of the embedded store and the development API key.
+    #[arg(long, env = "AFORO_DATA_DIR", default_value = "aforo-data")]
+    pub data_dir: PathBuf,
+
+    /// Use this database instead of the embedded one: postgres://… or sqlite://PATH.
+    #[arg(long, env = "AFORO_DATABASE_URL")]
+    pub database_url: Option<String>,
+}
+
+impl StoreArgs {
+    pub fn url(&self) -> String {
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("aforo.db").display()))
+    }
+
+    pub async fn open(&self) -> anyhow::Result<Arc<dyn Store>> {
+        let url = self.url();
+        aforo_store::open(&url)
+            .await
+            .with_context(|| format!("cannot open the store at {}", redact(&url)))
+    }
+}
+
+/// A database URL without its password, for messages.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct StandaloneArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    #[command(flatten)]
+    ingest: IngestConfig,
+}
+
+#[derive(Args, Debug)]
+pub struct IngestArgs {
+    /// The production store: postgres://user:password@host/db.
+    #[arg(long, env = "AFORO_DATABASE_URL")]
+    database_url: String,
+    #[command(flatten)]
+    ingest: IngestConfig,
+}
+
+const DEV_TENANT: &str = "default";
+const DEV_KEY_FILE: &str = "dev-api-key";
+
+/// On a store with no tenant: creates `default` with a development key,
+/// kept in the data folder so the README's commands can read it.
+async fn first_start(store: &dyn Store, data_dir: &Path) -> anyhow::Result<()> {
+    if !store.list_tenants().await?.is_empty() {
+        let key_file = data_dir.join(DEV_KEY_FILE);
+        if key_file.exists() {
+            eprintln!("aforo: development API key in {}", key_file.display());
+        }
+        return Ok(());
+    }
+    let tenant = store.create_tenant(DEV_TENANT).await?;
+    let key = aforo_ingest::auth::create_key(store, &tenant, "development").await?;
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create {}", data_dir.display()))?;
+    let key_file = data_dir.join(DEV_KEY_FILE);
+    write_secret(&key_file, &key.plaintext)?;
+    eprintln!(
+        "aforo: created tenant {DEV_TENANT:?} with a development API key (also in {}):\n\n    {}\n",
+        key_file.display(),
+        key.plaintext
+    );
+    Ok(())
+}
+
+fn write_secret(path: &Path, secret: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    #[cfg(unix)]
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    options.mode(0o600);
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    writeln!(file, "{secret}")?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+    tracing::info!("shutting down: draining in-flight requests");
+}
+
+async fn serve(
+    role: &str,
+    config: &IngestConfig,
+    store: Arc<dyn Store>,
+) -> anyhow::Result<ExitCode> {
+    let backend = store.backend();
+    let server = IngestServer::bind(config, store, Arc::new(SystemClock)).await?;
+    // One line on stdout when ready: scripts and tests wait for it.
+    println!(
+        "aforo {role} ready: http=http://{} grpc={} store={backend}",
+        server.http_addr(),
+        server.grpc_addr()
+    );
+    server.run(shutdown_signal()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn standalone(args: StandaloneArgs) -> anyhow::Result<ExitCode> {
+    let store = args.store.open().await?;
+    first_start(store.as_ref(), &args.store.data_dir).await?;
+    serve("standalone", &args.ingest, store).await
+}
+
+pub async fn ingest(args: IngestArgs) -> anyhow::Result<ExitCode> {
+    let store = aforo_store::open(&args.database_url)
+        .await
+        .with_context(|| format!("cannot open the store at {}", redact(&args.database_url)))?;
+    serve("ingest", &args.ingest, store).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn passwords_never_reach_messages() {
+        assert_eq!(
+            redact("postgres://aforo:s3cret@db:5432/aforo"),
+            "postgres://aforo:***@db:5432/aforo"
+        );
+        assert_eq!(redact("postgres://db/aforo"), "postgres://db/aforo");
+        assert_eq!(
+            redact("sqlite://aforo-data/aforo.db"),
+            "sqlite://aforo-data/aforo.db"
+        );
+    }
+}

@@ -1,0 +1,31 @@
+//! The front doors of aforo and the four gates behind them.
+//!
+//! Data flows one way:
+//!
+//! ```text
+//!  gRPC (grpc.rs) ─┐
+//!                  ├─ decode.rs ─ EventCandidate ─ gates/ ─ pipeline.rs ─ committer.rs ─ Store
+//!  REST (rest.rs) ─┘                              (pure)    (seal, answer)  (group commit)
+//! ```
+//!
+//! Each front door turns its wire format into [`gates::EventCandidate`]s;
+//! the [`pipeline::Ingestor`] runs the gates, seals every admitted event
+//! with its validation hash, and commits admitted and rejected events
+//! together through the [`committer::Committer`], which gathers concurrent
+//! requests into one transaction. Answers go out only after the commit.
+
+pub mod auth;
+pub mod clock;
+pub mod committer;
+pub mod config;
+pub mod decode;
+pub mod duration;
+pub mod gates;
+pub mod grpc;
+pub mod metrics;
+pub mod pipeline;
+pub mod rest;
+pub mod server;
+
+pub use config::IngestConfig;
+pub use server::IngestServer;

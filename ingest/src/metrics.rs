@@ -1,0 +1,135 @@
+//! Prometheus metrics of the ingest role, served on `/metrics`.
+
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EventLabels {
+    status: &'static str,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DoorLabels {
+    front_door: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
+fn latency_histogram() -> Histogram {
+    // 100 µs … ~3.3 s
+    Histogram::new(exponential_buckets(0.0001, 2.0, 16))
+}
+
+fn size_histogram() -> Histogram {
+    // 1 … 16384 events
+    Histogram::new(exponential_buckets(1.0, 2.0, 15))
+}
+
+pub struct Metrics {
+    registry: Registry,
+    events: Family<EventLabels, Counter>,
+    request_seconds: Family<DoorLabels, Histogram, fn() -> Histogram>,
+    request_events: Family<DoorLabels, Histogram, fn() -> Histogram>,
+    commit_seconds: Family<OutcomeLabels, Histogram, fn() -> Histogram>,
+    commit_group_events: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("aforo_ingest");
+        let events = Family::<EventLabels, Counter>::default();
+        registry.register(
+            "events",
+            "Events answered, by status and rejection reason",
+            events.clone(),
+        );
+        let request_seconds =
+            Family::<DoorLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                latency_histogram,
+            );
+        registry.register(
+            "request_duration_seconds",
+            "Time from a batch's arrival to its answer, by front door",
+            request_seconds.clone(),
+        );
+        let request_events =
+            Family::<DoorLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                size_histogram,
+            );
+        registry.register(
+            "batch_events",
+            "Events per request, by front door",
+            request_events.clone(),
+        );
+        let commit_seconds =
+            Family::<OutcomeLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+                latency_histogram,
+            );
+        registry.register(
+            "commit_duration_seconds",
+            "Duration of one group-commit transaction, by outcome",
+            commit_seconds.clone(),
+        );
+        let commit_group_events = size_histogram();
+        registry.register(
+            "commit_group_events",
+            "Events and rejections written per group-commit transaction",
+            commit_group_events.clone(),
+        );
+        Metrics {
+            registry,
+            events,
+            request_seconds,
+            request_events,
+            commit_seconds,
+            commit_group_events,
+        }
+    }
+
+    pub fn count_event(&self, status: &'static str, reason: &'static str) {
+        self.events
+            .get_or_create(&EventLabels { status, reason })
+            .inc();
+    }
+
+    pub fn observe_request(&self, front_door: &'static str, events: usize, elapsed: Duration) {
+        let labels = DoorLabels { front_door };
+        self.request_seconds
+            .get_or_create(&labels)
+            .observe(elapsed.as_secs_f64());
+        self.request_events
+            .get_or_create(&labels)
+            .observe(events as f64);
+    }
+
+    pub fn observe_commit(&self, size: usize, elapsed: Duration, ok: bool) {
+        let outcome = if ok { "ok" } else { "error" };
+        self.commit_seconds
+            .get_or_create(&OutcomeLabels { outcome })
+            .observe(elapsed.as_secs_f64());
+        self.commit_group_events.observe(size as f64);
+    }
+
+    /// The OpenMetrics text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

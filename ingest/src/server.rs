@@ -1,0 +1,146 @@
+//! Binds and runs the ingest role: the gRPC and HTTP front doors over one
+//! pipeline and one group committer.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use aforo_proto::v1::ingest_service_server::IngestServiceServer;
+use aforo_store::Store;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+
+use crate::auth::Authenticator;
+use crate::clock::Clock;
+use crate::committer::Committer;
+use crate::config::IngestConfig;
+use crate::grpc::IngestGrpc;
+use crate::metrics::Metrics;
+use crate::pipeline::Ingestor;
+use crate::rest::{self, RestState};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the HTTP server failed: {0}")]
+    Http(std::io::Error),
+    #[error("the gRPC server failed: {0}")]
+    Grpc(#[from] tonic::transport::Error),
+    #[error("the reflection service cannot load the descriptors: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+}
+
+/// The ingest role, bound to its ports and ready to run.
+pub struct IngestServer {
+    http: TcpListener,
+    grpc: TcpListener,
+    rest: RestState,
+    grpc_service: IngestGrpc,
+    max_body_bytes: usize,
+}
+
+impl IngestServer {
+    pub async fn bind(
+        config: &IngestConfig,
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, ServeError> {
+        let listen = |addr: SocketAddr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServeError::Bind { addr, source })
+        };
+        let http = listen(config.http_addr).await?;
+        let grpc = listen(config.grpc_addr).await?;
+        let metrics = Arc::new(Metrics::new());
+        let committer = Committer::start(
+            store.clone(),
+            config.committer(store.backend()),
+            metrics.clone(),
+        );
+        let ingestor = Arc::new(Ingestor::new(
+            committer,
+            clock,
+            config.gates(),
+            config.node_name(),
+            metrics,
+        ));
+        let auth = Authenticator::new(store.clone());
+        let limits = config.limits();
+        Ok(IngestServer {
+            http,
+            grpc,
+            rest: RestState {
+                ingestor: ingestor.clone(),
+                auth: auth.clone(),
+                store,
+                limits,
+            },
+            grpc_service: IngestGrpc::new(ingestor, auth, limits),
+            max_body_bytes: config.max_body_bytes,
+        })
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http
+            .local_addr()
+            .unwrap_or_else(|_| ([0, 0, 0, 0], 0).into())
+    }
+
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc
+            .local_addr()
+            .unwrap_or_else(|_| ([0, 0, 0, 0], 0).into())
+    }
+
+    /// Serves until `shutdown` resolves, then drains in-flight requests.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServeError> {
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = stop_tx.send(true);
+        });
+        let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        };
+
+        let (health_reporter, health_service) = tonic_health::server::health_reporter();
+        health_reporter
+            .set_serving::<IngestServiceServer<IngestGrpc>>()
+            .await;
+        let reflection_v1 = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(aforo_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1()?;
+        let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(aforo_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .build_v1alpha()?;
+        let ingest = IngestServiceServer::new(self.grpc_service)
+            .max_decoding_message_size(self.max_body_bytes);
+        let grpc = tonic::transport::Server::builder()
+            .add_service(health_service)
+            .add_service(reflection_v1)
+            .add_service(reflection_v1alpha)
+            .add_service(ingest)
+            .serve_with_incoming_shutdown(
+                TcpListenerStream::new(self.grpc),
+                stopped(stop_rx.clone()),
+            );
+
+        let app = rest::router(self.rest);
+        let http = axum::serve(self.http, app).with_graceful_shutdown(stopped(stop_rx));
+
+        let (grpc, http) = tokio::join!(grpc, async { http.await.map_err(ServeError::Http) });
+        grpc?;
+        http
+    }
+}
