@@ -226,7 +226,8 @@ mod tests {
 
     #[test]
     fn each_missing_field_has_its_own_reason() {
-        let cases: [(fn(&mut EventCandidate), RejectReason); 5] = [
+        type Breakage = fn(&mut EventCandidate);
+        let cases: [(Breakage, RejectReason); 5] = [
             (|c| c.id = None, RejectReason::SchemaMissingId),
             (
                 |c| c.source = Some("  ".into()),

@@ -1,0 +1,269 @@
+//! The end-to-end harness: real `aforo` processes on loopback, a real store
+//! (an SQLite file, or a fresh database on the PostgreSQL that
+//! `scripts/test.sh` starts), and real clients (tonic, reqwest, grpcurl).
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use aforo_proto::v1 as pb;
+use aforo_proto::v1::ingest_service_client::IngestServiceClient;
+use serde_json::Value;
+use sqlx::Connection;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tonic::transport::Channel;
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_aforo");
+
+#[derive(Clone, Copy, Debug)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// A fresh, empty PostgreSQL database for one test.
+pub async fn postgres_database() -> String {
+    let admin = std::env::var("AFORO_TEST_DATABASE_URL").expect(
+        "AFORO_TEST_DATABASE_URL is not set: run scripts/test.sh, or `eval \"$(scripts/services.sh)\"` first",
+    );
+    let name = format!("aforo_e2e_{}", uuid::Uuid::now_v7().simple());
+    let mut conn = sqlx::PgConnection::connect(&admin)
+        .await
+        .expect("connect to the test PostgreSQL");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await
+        .expect("create test database");
+    let base = admin.rsplit_once('/').expect("URL has a database").0;
+    format!("{base}/{name}")
+}
+
+/// A running `aforo standalone`, on SQLite or PostgreSQL.
+pub struct Server {
+    child: Option<Child>,
+    pub dir: tempfile::TempDir,
+    pub database_url: String,
+    pub http: String,
+    pub grpc: String,
+    pub key: String,
+    extra: Vec<String>,
+}
+
+impl Server {
+    pub async fn start(backend: Backend) -> Server {
+        Self::start_with(backend, &[]).await
+    }
+
+    pub async fn start_with(backend: Backend, extra: &[&str]) -> Server {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let database_url = match backend {
+            Backend::Sqlite => format!("sqlite://{}", dir.path().join("aforo.db").display()),
+            Backend::Postgres => postgres_database().await,
+        };
+        let mut server = Server {
+            child: None,
+            dir,
+            database_url,
+            http: String::new(),
+            grpc: String::new(),
+            key: String::new(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        server.launch().await;
+        server.key = std::fs::read_to_string(server.dir.path().join("dev-api-key"))
+            .expect("standalone wrote its development key")
+            .trim()
+            .to_owned();
+        server
+    }
+
+    async fn launch(&mut self) {
+        let mut child = Command::new(BIN)
+            .arg("standalone")
+            .arg("--data-dir")
+            .arg(self.dir.path())
+            .arg("--database-url")
+            .arg(&self.database_url)
+            .args(["--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0"])
+            .args(&self.extra)
+            .env("AFORO_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn aforo");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let ready = tokio::time::timeout(Duration::from_secs(60), async {
+            while let Some(line) = lines.next_line().await.expect("read stdout") {
+                if line.contains(" ready: ") {
+                    return line;
+                }
+            }
+            panic!("aforo exited before it was ready");
+        })
+        .await
+        .expect("aforo was not ready within 60 s");
+        let field = |name: &str| {
+            ready
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix(name))
+                .unwrap_or_else(|| panic!("no {name} in {ready:?}"))
+                .to_owned()
+        };
+        self.http = field("http=");
+        self.grpc = format!("http://{}", field("grpc="));
+        // Keep draining stdout so the child never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        self.child = Some(child);
+    }
+
+    /// SIGKILL: no shutdown, no flush, no goodbye.
+    pub async fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.start_kill().expect("send SIGKILL");
+            child.wait().await.expect("reap aforo");
+        }
+    }
+
+    pub async fn restart(&mut self) {
+        self.kill9().await;
+        self.launch().await;
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub async fn grpc_client(&self) -> IngestServiceClient<Channel> {
+        let channel = Channel::from_shared(self.grpc.clone())
+            .expect("gRPC URL")
+            .connect()
+            .await
+            .expect("connect gRPC");
+        IngestServiceClient::new(channel)
+    }
+
+    /// `Ingest` with the development key.
+    pub async fn grpc_ingest(
+        &self,
+        client: &mut IngestServiceClient<Channel>,
+        events: Vec<pb::Event>,
+    ) -> Result<pb::IngestResponse, tonic::Status> {
+        let mut request = tonic::Request::new(pb::IngestRequest {
+            batch_id: "t".into(),
+            events,
+        });
+        request.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {}", self.key).parse().expect("header"),
+        );
+        client.ingest(request).await.map(|r| r.into_inner())
+    }
+
+    pub fn http_client(&self) -> reqwest::Client {
+        reqwest::Client::new()
+    }
+
+    /// POSTs a body to /v1/events; returns status and JSON answer.
+    pub async fn post_events(&self, content_type: &str, body: String) -> (u16, Value) {
+        let response = self
+            .http_client()
+            .post(format!("{}/v1/events", self.http))
+            .bearer_auth(&self.key)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .expect("POST /v1/events");
+        let status = response.status().as_u16();
+        (status, response.json().await.expect("JSON answer"))
+    }
+
+    pub async fn get(&self, path_and_query: &str) -> (u16, Value) {
+        self.get_as(path_and_query, &self.key).await
+    }
+
+    pub async fn get_as(&self, path_and_query: &str, key: &str) -> (u16, Value) {
+        let response = self
+            .http_client()
+            .get(format!("{}{path_and_query}", self.http))
+            .bearer_auth(key)
+            .send()
+            .await
+            .expect("GET");
+        let status = response.status().as_u16();
+        (status, response.json().await.expect("JSON answer"))
+    }
+
+    /// Every stored event of the development tenant, paging to the end.
+    pub async fn all_events(&self) -> Vec<Value> {
+        let mut events = Vec::new();
+        let mut after = String::from("0");
+        loop {
+            let (status, page) = self
+                .get(&format!("/v1/events?limit=1000&after={after}"))
+                .await;
+            assert_eq!(status, 200, "{page}");
+            let items = page["events"].as_array().expect("events").clone();
+            events.extend(items);
+            match page["next_cursor"].as_str() {
+                Some(next) => after = next.to_owned(),
+                None => return events,
+            }
+        }
+    }
+
+    /// Runs an admin command (`tenants`, `keys`) on this server's store.
+    pub async fn admin(&self, args: &[&str]) -> (bool, String, String) {
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["--database-url", &self.database_url]);
+        self.cli(&all).await
+    }
+
+    /// Runs `aforo ARGS… --data-dir DIR`; returns success, stdout, stderr.
+    pub async fn cli(&self, args: &[&str]) -> (bool, String, String) {
+        let output = Command::new(BIN)
+            .args(args)
+            .arg("--data-dir")
+            .arg(self.dir.path())
+            .env("AFORO_LOG", "warn")
+            .output()
+            .await
+            .expect("run aforo");
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    }
+}
+
+pub fn grpcurl() -> PathBuf {
+    PathBuf::from(std::env::var("AFORO_GRPCURL").expect(
+        "AFORO_GRPCURL is not set: run scripts/test.sh, or `eval \"$(scripts/services.sh)\"` first",
+    ))
+}
+
+pub fn proto_event(id: &str, time: chrono::DateTime<chrono::Utc>) -> pb::Event {
+    pb::Event {
+        id: id.into(),
+        source: "e2e".into(),
+        r#type: "api.call".into(),
+        customer: "acme".into(),
+        time: Some(prost_types::Timestamp {
+            seconds: time.timestamp(),
+            nanos: time.timestamp_subsec_nanos() as i32,
+        }),
+        properties: Some(aforo_ingest::decode::json_to_struct(
+            serde_json::json!({"ms": 12, "route": "/v1/translate"})
+                .as_object()
+                .expect("object"),
+        )),
+        tier: 0,
+        tier_detail: String::new(),
+    }
+}
