@@ -571,3 +571,49 @@ async fn health_readiness_and_metrics_are_served() {
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn ingest_stream_answers_every_batch_by_its_id() {
+    let server = Server::start(Backend::Sqlite).await;
+    let mut client = server.grpc_client().await;
+    let now = Utc::now();
+    let requests: Vec<pb::IngestRequest> = (0..5)
+        .map(|b| pb::IngestRequest {
+            batch_id: format!("batch-{b}"),
+            // Batch 4 repeats batch 0: its events are DUPLICATE.
+            events: (0..20)
+                .map(|i| proto_event(&format!("s{}-{i}", b % 4), now))
+                .collect(),
+        })
+        .collect();
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    let mut request = tonic::Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {}", server.key).parse().unwrap(),
+    );
+    let mut answers = client.ingest_stream(request).await.unwrap().into_inner();
+    // Send the first four at once; they may be answered in any order.
+    for r in &requests[..4] {
+        tx.send(r.clone()).await.unwrap();
+    }
+    let mut seen = std::collections::HashMap::new();
+    for _ in 0..4 {
+        let answer = answers.message().await.unwrap().expect("an answer");
+        seen.insert(answer.batch_id.clone(), answer);
+    }
+    tx.send(requests[4].clone()).await.unwrap();
+    let last = answers.message().await.unwrap().expect("an answer");
+    drop(tx);
+    assert!(
+        answers.message().await.unwrap().is_none(),
+        "the stream ends with its input"
+    );
+
+    for b in 0..4 {
+        assert_eq!(seen[&format!("batch-{b}")].accepted, 20);
+    }
+    assert_eq!(last.batch_id, "batch-4");
+    assert_eq!(last.duplicates, 20);
+    assert_eq!(server.all_events().await.len(), 80);
+}

@@ -16,7 +16,23 @@ pub fn to_string(value: &Value) -> String {
     out
 }
 
-fn write(value: &Value, out: &mut String) {
+/// Writes a JSON object canonically, without wrapping it in a `Value`.
+pub fn object_to_string(map: &serde_json::Map<String, Value>) -> String {
+    let mut out = String::new();
+    write_object(map, &mut out);
+    out
+}
+
+/// Appends a JSON string literal.
+pub fn write_str(text: &str, out: &mut String) {
+    // serde_json's escaping is JSON's minimal one; writing to a String cannot fail.
+    if let Ok(quoted) = serde_json::to_string(text) {
+        out.push_str(&quoted);
+    }
+}
+
+/// Appends `value` canonically.
+pub fn write(value: &Value, out: &mut String) {
     match value {
         Value::Null | Value::Bool(_) | Value::Number(_) | Value::String(_) => {
             // serde_json's own writer is canonical for scalars.
@@ -32,21 +48,23 @@ fn write(value: &Value, out: &mut String) {
             }
             out.push(']');
         }
-        Value::Object(map) => {
-            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
-            entries.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-            out.push('{');
-            for (i, (key, item)) in entries.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str(&Value::String(key.clone()).to_string());
-                out.push(':');
-                write(item, out);
-            }
-            out.push('}');
-        }
+        Value::Object(map) => write_object(map, out),
     }
+}
+
+fn write_object(map: &serde_json::Map<String, Value>, out: &mut String) {
+    let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+    entries.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    out.push('{');
+    for (i, (key, item)) in entries.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        write_str(key, out);
+        out.push(':');
+        write(item, out);
+    }
+    out.push('}');
 }
 
 /// Depth of nesting of a JSON value: a scalar is 0, `{}` and `[]` are 1.

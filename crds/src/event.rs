@@ -90,7 +90,7 @@ pub struct SourceEvent {
 impl SourceEvent {
     /// The properties in their canonical JSON form, as stored and hashed.
     pub fn canonical_properties(&self) -> String {
-        canonical::to_string(&Value::Object(self.properties.clone()))
+        canonical::object_to_string(&self.properties)
     }
 }
 
@@ -288,15 +288,16 @@ pub enum GateVerdict {
 }
 
 impl GateVerdict {
-    pub fn code(self) -> String {
+    pub fn code(self) -> std::borrow::Cow<'static, str> {
+        use std::borrow::Cow::Borrowed;
         match self {
-            GateVerdict::Pass => "PASS".into(),
-            GateVerdict::Fail(reason) => format!("FAIL:{reason}"),
-            GateVerdict::NotRun => "NOT_RUN".into(),
-            GateVerdict::New => "NEW".into(),
-            GateVerdict::Duplicate => "DUPLICATE".into(),
-            GateVerdict::OnTime => "ON_TIME".into(),
-            GateVerdict::Late => "LATE".into(),
+            GateVerdict::Pass => Borrowed("PASS"),
+            GateVerdict::Fail(reason) => format!("FAIL:{reason}").into(),
+            GateVerdict::NotRun => Borrowed("NOT_RUN"),
+            GateVerdict::New => Borrowed("NEW"),
+            GateVerdict::Duplicate => Borrowed("DUPLICATE"),
+            GateVerdict::OnTime => Borrowed("ON_TIME"),
+            GateVerdict::Late => Borrowed("LATE"),
         }
     }
 }
@@ -409,32 +410,48 @@ pub fn canonical_encoding(
     tenant: &str,
     stored_id: &str,
     event: &SourceEvent,
+    properties_json: &str,
     gates: &GateResults,
 ) -> Vec<u8> {
-    let fields = Value::Array(vec![
-        Value::String("aforo.event.v1".into()),
-        Value::String(tenant.into()),
-        Value::String(stored_id.into()),
-        Value::String(event.id.clone()),
-        Value::String(event.source.clone()),
-        Value::String(event.event_type.clone()),
-        Value::String(event.customer.clone()),
-        Value::String(format_time(&event.time)),
-        Value::Object(event.properties.clone()),
-        Value::String(event.tier.as_str().into()),
-        Value::String(event.tier_detail.clone()),
-        Value::String(gates.to_json()),
-    ]);
-    canonical::to_string(&fields).into_bytes()
+    let mut out = String::with_capacity(256);
+    out.push('[');
+    let strings = [
+        "aforo.event.v1",
+        tenant,
+        stored_id,
+        &event.id,
+        &event.source,
+        &event.event_type,
+        &event.customer,
+        &format_time(&event.time),
+    ];
+    for (i, s) in strings.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        canonical::write_str(s, &mut out);
+    }
+    out.push(',');
+    out.push_str(properties_json);
+    for s in [event.tier.as_str(), &event.tier_detail, &gates.to_json()] {
+        out.push(',');
+        canonical::write_str(s, &mut out);
+    }
+    out.push(']');
+    out.into_bytes()
 }
 
 /// HMAC-SHA256, under the tenant's key, of the event's canonical encoding,
 /// as lowercase hex. Audit exports carry it; `aforo audit verify` recomputes it.
+/// `properties_json` is the event's canonical properties
+/// ([`SourceEvent::canonical_properties`]), as stored: a verifier hashes the
+/// stored bytes, so a stored event that was altered cannot verify.
 pub fn validation_hash(
     key: &[u8],
     tenant: &str,
     stored_id: &str,
     event: &SourceEvent,
+    properties_json: &str,
     gates: &GateResults,
 ) -> String {
     // HMAC takes keys of any length; new_from_slice cannot fail for it.
@@ -442,7 +459,13 @@ pub fn validation_hash(
         Ok(mac) => mac,
         Err(_) => unreachable!("HMAC accepts keys of every length"),
     };
-    mac.update(&canonical_encoding(tenant, stored_id, event, gates));
+    mac.update(&canonical_encoding(
+        tenant,
+        stored_id,
+        event,
+        properties_json,
+        gates,
+    ));
     hex::encode(mac.finalize().into_bytes())
 }
 
@@ -468,17 +491,43 @@ mod tests {
     #[test]
     fn validation_hash_changes_when_any_field_changes() {
         let gates = GateResults::accepted(false);
-        let base = validation_hash(b"k", "t", "s", &event(), &gates);
+        let hash = |key: &[u8], e: &SourceEvent, g: &GateResults| {
+            validation_hash(key, "t", "s", e, &e.canonical_properties(), g)
+        };
+        let base = hash(b"k", &event(), &gates);
         assert_eq!(base.len(), 64);
         let mut other = event();
         other.properties.insert("a".into(), json!(2));
-        assert_ne!(base, validation_hash(b"k", "t", "s", &other, &gates));
-        assert_ne!(base, validation_hash(b"k2", "t", "s", &event(), &gates));
-        assert_ne!(
-            base,
-            validation_hash(b"k", "t", "s", &event(), &GateResults::accepted(true))
+        assert_ne!(base, hash(b"k", &other, &gates));
+        let mut other = event();
+        other.customer = "globex".into();
+        assert_ne!(base, hash(b"k", &other, &gates));
+        assert_ne!(base, hash(b"k2", &event(), &gates));
+        assert_ne!(base, hash(b"k", &event(), &GateResults::accepted(true)));
+        assert_eq!(base, hash(b"k", &event(), &gates));
+    }
+
+    #[test]
+    fn the_encoding_is_a_canonical_json_array() {
+        let e = event();
+        let bytes = canonical_encoding(
+            "t",
+            "s",
+            &e,
+            &e.canonical_properties(),
+            &GateResults::accepted(false),
         );
-        assert_eq!(base, validation_hash(b"k", "t", "s", &event(), &gates));
+        let text = String::from_utf8(bytes).unwrap();
+        assert_eq!(
+            text,
+            concat!(
+                r#"["aforo.event.v1","t","s","evt-1","api","tokens","acme","2026-11-01T12:00:00.000000Z","#,
+                r#"{"a":1,"b":2},"REST","POST /v1/events","#,
+                r#""{\"schema\":\"PASS\",\"timestamp\":\"PASS\",\"idempotency\":\"NEW\",\"late_arrival\":\"ON_TIME\"}"]"#
+            )
+        );
+        let parsed: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(canonical::to_string(&parsed), text);
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //!
 //! Decoding never rejects an event: it records what it found, and what was
 //! wrong with it, for the schema gate to judge. So one bad event in a batch
-//! gets its own result and the others go on.
+//! gets its own result and the others go on. The raw payload is not copied
+//! here: the front door keeps its items and renders one only when it is
+//! rejected (see `Ingestor::ingest`).
 
 use aforo_crds::Tier;
 use aforo_proto::v1 as pb;
@@ -47,14 +49,12 @@ fn finish(mut candidate: EventCandidate, malformed: Vec<String>) -> EventCandida
 
 /// aforo's JSON event: `{id, source, type, customer, time, properties, tier?, tier_detail?}`.
 pub fn from_json(value: &Value) -> EventCandidate {
-    let payload = value.to_string();
     let Some(object) = value.as_object() else {
         return EventCandidate {
             malformed: Some(format!(
                 "an event must be a JSON object, not {}",
                 json_kind(value)
             )),
-            payload,
             ..Default::default()
         };
     };
@@ -69,7 +69,6 @@ pub fn from_json(value: &Value) -> EventCandidate {
         tier: string_field(object, "tier", &mut malformed).map(|t| t.parse().map_err(|_| t)),
         tier_detail: string_field(object, "tier_detail", &mut malformed),
         malformed: None,
-        payload,
     };
     finish(candidate, malformed)
 }
@@ -77,14 +76,12 @@ pub fn from_json(value: &Value) -> EventCandidate {
 /// A CloudEvents 1.0 event in structured JSON mode: `subject` is the
 /// customer and `data` the properties (the shape OpenMeter accepts).
 pub fn from_cloudevent(value: &Value) -> EventCandidate {
-    let payload = value.to_string();
     let Some(object) = value.as_object() else {
         return EventCandidate {
             malformed: Some(format!(
                 "a CloudEvent must be a JSON object, not {}",
                 json_kind(value)
             )),
-            payload,
             ..Default::default()
         };
     };
@@ -115,7 +112,6 @@ pub fn from_cloudevent(value: &Value) -> EventCandidate {
         tier: None,
         tier_detail: None,
         malformed: None,
-        payload,
     };
     finish(candidate, malformed)
 }
@@ -158,7 +154,6 @@ pub fn from_proto(event: &pb::Event) -> EventCandidate {
         tier,
         tier_detail: text(&event.tier_detail),
         malformed: None,
-        payload: proto_payload(event),
     };
     finish(candidate, malformed)
 }
@@ -246,7 +241,7 @@ pub fn json_to_struct(map: &Map<String, Value>) -> prost_types::Struct {
 }
 
 /// A readable JSON rendering of a protobuf event, kept with its rejection.
-fn proto_payload(event: &pb::Event) -> String {
+pub fn proto_payload(event: &pb::Event) -> String {
     let mut object = Map::new();
     let mut put = |k: &str, v: Value| {
         object.insert(k.to_owned(), v);

@@ -62,9 +62,12 @@ impl IngestGrpc {
             )));
         }
         let candidates = request.events.iter().map(decode::from_proto).collect();
+        let events = &request.events;
         let outcome = self
             .ingestor
-            .ingest(tenant, Tier::Sdk, candidates)
+            .ingest(tenant, Tier::Sdk, candidates, &|i| {
+                decode::proto_payload(&events[i])
+            })
             .await
             .map_err(commit_status)?;
         Ok(to_response(request.batch_id, outcome))

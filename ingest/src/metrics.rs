@@ -8,6 +8,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::pipeline::BatchOutcome;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct EventLabels {
     status: &'static str,
@@ -101,10 +103,23 @@ impl Metrics {
         }
     }
 
-    pub fn count_event(&self, status: &'static str, reason: &'static str) {
-        self.events
-            .get_or_create(&EventLabels { status, reason })
-            .inc();
+    /// Counts a batch's results: one counter update per status (and per
+    /// rejection reason), not one per event.
+    pub fn count_batch(&self, batch: &BatchOutcome) {
+        let add = |status: &'static str, reason: &'static str, n: u64| {
+            if n > 0 {
+                self.events
+                    .get_or_create(&EventLabels { status, reason })
+                    .inc_by(n);
+            }
+        };
+        add("ACCEPTED", "", u64::from(batch.accepted));
+        add("DUPLICATE", "", u64::from(batch.duplicates));
+        for result in &batch.results {
+            if let Some(reason) = result.reason {
+                add("REJECTED", reason.as_str(), 1);
+            }
+        }
     }
 
     pub fn observe_request(&self, front_door: &'static str, events: usize, elapsed: Duration) {

@@ -102,18 +102,21 @@ impl Ingestor {
     }
 
     /// Gates, seals and durably commits one batch of `tenant`'s events.
+    /// `payload_of(i)` renders the i-th event as received; it is called only
+    /// for the events that are rejected, to store them with their rejection.
     pub async fn ingest(
         &self,
         tenant: &Tenant,
         front_door: Tier,
         candidates: Vec<EventCandidate>,
+        payload_of: &(dyn Fn(usize) -> String + Send + Sync),
     ) -> Result<BatchOutcome, CommitError> {
         let started = Instant::now();
         let received_at = self.clock.now();
         let mut batch = CommitBatch::default();
         let mut slots = Vec::with_capacity(candidates.len());
         let mut ids = Vec::with_capacity(candidates.len());
-        for candidate in candidates {
+        for (position, candidate) in candidates.into_iter().enumerate() {
             ids.push(candidate.id.clone().unwrap_or_default());
             match gates::evaluate(&candidate, front_door, &self.gates, received_at) {
                 GateDecision::Admit(admitted) => {
@@ -124,6 +127,7 @@ impl Ingestor {
                         &tenant.name,
                         &stored_id.to_string(),
                         &admitted.event,
+                        &admitted.properties_json,
                         &gate_results,
                     );
                     let mut flags = EventFlags::default();
@@ -169,7 +173,7 @@ impl Ingestor {
                         reason: rejected.reason.as_str().to_owned(),
                         message: rejected.message,
                         gates: GateResults::rejected(rejected.reason),
-                        payload: candidate.payload,
+                        payload: payload_of(position),
                         tier,
                         tier_detail: candidate.tier_detail.unwrap_or_default(),
                         received_at,
@@ -227,12 +231,9 @@ impl Ingestor {
                 Status::Duplicate => answer.duplicates += 1,
                 Status::Rejected => answer.rejected += 1,
             }
-            self.metrics.count_event(
-                result.status.as_str(),
-                result.reason.map(RejectReason::as_str).unwrap_or(""),
-            );
             answer.results.push(result);
         }
+        self.metrics.count_batch(&answer);
         self.metrics
             .observe_request(front_door.as_str(), answer.results.len(), started.elapsed());
         Ok(answer)

@@ -264,7 +264,7 @@ async fn post_events(
     let candidates = items.iter().map(decode).collect();
     let outcome = state
         .ingestor
-        .ingest(&tenant, Tier::Rest, candidates)
+        .ingest(&tenant, Tier::Rest, candidates, &|i| items[i].to_string())
         .await
         .map_err(|e| {
             ApiError::new(

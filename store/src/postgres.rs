@@ -18,8 +18,8 @@ use crate::error::is_transient;
 use crate::migrate::{PG_LOCK_KEY, POSTGRES};
 use crate::model::{EventRow, RejectionRow, clamp_limit, insertion_order};
 use crate::{
-    CommitBatch, CommitOutcome, EventQuery, Page, RejectionQuery, Result, Store, StoreError,
-    StoredEvent, StoredRejection, Tenant,
+    CommitBatch, CommitOutcome, EventQuery, NewEvent, Page, RejectionQuery, Result, Store,
+    StoreError, StoredEvent, StoredRejection, Tenant,
 };
 
 /// How often a commit that lost a deadlock or serialization race is retried
@@ -99,41 +99,29 @@ impl PgStore {
         let events = &batch.events;
         let order = insertion_order(events);
         let n = events.len();
-        let mut ids = Vec::with_capacity(n);
-        let mut tenants = Vec::with_capacity(n);
-        let mut keys = Vec::with_capacity(n);
-        let mut event_ids = Vec::with_capacity(n);
-        let mut sources = Vec::with_capacity(n);
-        let mut types = Vec::with_capacity(n);
-        let mut customers = Vec::with_capacity(n);
-        let mut times = Vec::with_capacity(n);
-        let mut properties = Vec::with_capacity(n);
-        let mut tiers = Vec::with_capacity(n);
-        let mut details = Vec::with_capacity(n);
-        let mut flags = Vec::with_capacity(n);
-        let mut gates = Vec::with_capacity(n);
-        let mut hashes = Vec::with_capacity(n);
-        let mut received = Vec::with_capacity(n);
-        let mut nodes = Vec::with_capacity(n);
-        for &i in &order {
-            let e = &events[i];
-            ids.push(e.stored_id);
-            tenants.push(e.tenant);
-            keys.push(e.dedup_key.clone());
-            event_ids.push(e.event.id.clone());
-            sources.push(e.event.source.clone());
-            types.push(e.event.event_type.clone());
-            customers.push(e.event.customer.clone());
-            times.push(e.event.time);
-            properties.push(e.properties_json.clone());
-            tiers.push(e.event.tier.as_str());
-            details.push(e.event.tier_detail.clone());
-            flags.push(i16::from(e.flags.bits()));
-            gates.push(e.gates.to_json());
-            hashes.push(e.validation_hash.clone());
-            received.push(e.received_at);
-            nodes.push(e.node.clone());
-        }
+        // Column arrays for UNNEST, borrowing from the batch.
+        let column = |f: &dyn Fn(&NewEvent) -> &str| -> Vec<&str> {
+            order.iter().map(|&i| f(&events[i])).collect()
+        };
+        let ids: Vec<Uuid> = order.iter().map(|&i| events[i].stored_id).collect();
+        let tenants: Vec<Uuid> = order.iter().map(|&i| events[i].tenant).collect();
+        let keys = column(&|e| &e.dedup_key);
+        let event_ids = column(&|e| &e.event.id);
+        let sources = column(&|e| &e.event.source);
+        let types = column(&|e| &e.event.event_type);
+        let customers = column(&|e| &e.event.customer);
+        let times: Vec<DateTime<Utc>> = order.iter().map(|&i| events[i].event.time).collect();
+        let properties = column(&|e| &e.properties_json);
+        let tiers = column(&|e| e.event.tier.as_str());
+        let details = column(&|e| &e.event.tier_detail);
+        let flags: Vec<i16> = order
+            .iter()
+            .map(|&i| i16::from(events[i].flags.bits()))
+            .collect();
+        let gates: Vec<String> = order.iter().map(|&i| events[i].gates.to_json()).collect();
+        let hashes = column(&|e| &e.validation_hash);
+        let received: Vec<DateTime<Utc>> = order.iter().map(|&i| events[i].received_at).collect();
+        let nodes = column(&|e| &e.node);
 
         let mut tx = self.pool.begin().await?;
         let inserted: HashSet<Uuid> = if n == 0 {

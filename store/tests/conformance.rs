@@ -89,6 +89,7 @@ fn new_event(tenant: &aforo_store::Tenant, event: SourceEvent) -> NewEvent {
         &tenant.name,
         &stored_id.to_string(),
         &event,
+        &event.canonical_properties(),
         &gates,
     );
     NewEvent {
@@ -280,6 +281,7 @@ async fn a_stored_event_keeps_its_provenance_byte_for_byte(f: Fixture) {
         &t.name,
         &e.stored_id.to_string(),
         &e.event,
+        &e.properties_json,
         &e.gates,
     );
     f.store.commit(&events(vec![e.clone()])).await.unwrap();
@@ -304,6 +306,7 @@ async fn a_stored_event_keeps_its_provenance_byte_for_byte(f: Fixture) {
         &t.name,
         &stored.stored_id.to_string(),
         &stored.event,
+        &stored.properties_json,
         &stored.gates,
     );
     assert_eq!(recomputed, stored.validation_hash);
@@ -453,16 +456,20 @@ async fn events_filter_and_paginate_in_storage_order(f: Fixture) {
 
 async fn a_failed_commit_leaves_no_claim_behind(f: Fixture) {
     let t = f.store.create_tenant("acme").await.unwrap();
+    let earlier = rejection(t.id, RejectReason::SchemaMissingId, "{}");
+    f.store
+        .commit(&CommitBatch {
+            events: vec![],
+            rejections: vec![earlier.clone()],
+        })
+        .await
+        .unwrap();
     let good = new_event(&t, source_event("e1", "c1", 0));
-    // A rejection for a tenant that does not exist breaks the foreign key:
-    // the whole transaction must roll back, the good event's claim with it.
+    // A rejection reusing a stored id breaks its primary key: the whole
+    // transaction must roll back, the good event's claim with it.
     let broken = CommitBatch {
         events: vec![good.clone()],
-        rejections: vec![rejection(
-            Uuid::now_v7(),
-            RejectReason::SchemaMissingId,
-            "{}",
-        )],
+        rejections: vec![earlier],
     };
     assert!(f.store.commit(&broken).await.is_err());
     assert_eq!(f.store.count_events(t.id).await.unwrap(), 0);

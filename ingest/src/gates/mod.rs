@@ -62,8 +62,6 @@ pub struct EventCandidate {
     /// A structural problem the front door found while reading the payload
     /// (a field of the wrong JSON type, say).
     pub malformed: Option<String>,
-    /// The payload as received, kept with a rejection.
-    pub payload: String,
 }
 
 /// An event that passed the gates it can pass alone.

@@ -18,7 +18,7 @@ CREATE TABLE api_keys (
 CREATE TABLE events (
     seq              INTEGER PRIMARY KEY AUTOINCREMENT,
     id               TEXT NOT NULL UNIQUE,
-    tenant_id        TEXT NOT NULL REFERENCES tenants (id),
+    tenant_id        TEXT NOT NULL,
     dedup_key        TEXT NOT NULL,
     event_id         TEXT NOT NULL,
     source           TEXT NOT NULL,
@@ -42,7 +42,7 @@ CREATE INDEX events_tenant_customer_time ON events (tenant_id, customer, time);
 CREATE TABLE rejections (
     seq          INTEGER PRIMARY KEY AUTOINCREMENT,
     id           TEXT NOT NULL UNIQUE,
-    tenant_id    TEXT NOT NULL REFERENCES tenants (id),
+    tenant_id    TEXT NOT NULL,
     event_id     TEXT,
     source       TEXT,
     type         TEXT,

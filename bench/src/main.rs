@@ -1,0 +1,735 @@
+//! The ingest benchmark. One run measures, on the same PostgreSQL and the
+//! same rows:
+//!
+//! - aforo's durable ingest: a real `aforo ingest` process fed over gRPC
+//!   `IngestStream` by N concurrent streams of B-event batches with ~5 %
+//!   duplicate ids; throughput and ack latency (per batch, from the time it
+//!   was due to be sent, so a slow server cannot hide its queueing);
+//! - the ack latency at a fixed offered rate (default 10k events/s);
+//! - raw `COPY` of the same rows into a table of the same shape: the ceiling;
+//! - one `INSERT … ON CONFLICT DO NOTHING` per event in autocommit from
+//!   several connections: the naive baseline;
+//!
+//! and prints the ratios. `bench/run.sh` builds and runs it.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aforo_crds::{GateResults, SourceEvent, Tier, event::format_time, validation_hash};
+use aforo_proto::v1 as pb;
+use aforo_proto::v1::ingest_service_client::IngestServiceClient;
+use anyhow::{Context, bail};
+use chrono::{DateTime, Utc};
+use clap::Parser;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde_json::{Map, Value, json};
+use sqlx::{Connection, PgConnection};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+use tokio_stream::wrappers::ReceiverStream;
+use uuid::Uuid;
+
+#[derive(Parser, Clone)]
+#[command(about = "Durable ingest against raw COPY and naive INSERT, in one run")]
+struct Args {
+    /// A PostgreSQL URL with the right to create databases.
+    #[arg(long, env = "AFORO_TEST_DATABASE_URL")]
+    database_url: String,
+    /// The aforo binary (default: next to this one).
+    #[arg(long)]
+    aforo: Option<PathBuf>,
+    /// Events offered to aforo in the throughput run.
+    #[arg(long, default_value_t = 300_000)]
+    events: usize,
+    /// Concurrent gRPC streams.
+    #[arg(long, default_value_t = 16)]
+    streams: usize,
+    /// Events per batch.
+    #[arg(long, default_value_t = 200)]
+    batch: usize,
+    /// Share of events that repeat an earlier id.
+    #[arg(long, default_value_t = 0.05)]
+    dup_ratio: f64,
+    /// Offered rate of the latency run, events per second.
+    #[arg(long, default_value_t = 10_000)]
+    paced_rate: usize,
+    /// Length of the latency run.
+    #[arg(long, default_value_t = 10)]
+    paced_seconds: u64,
+    /// Events for the naive INSERT baseline (it is slow; its rate is what counts).
+    #[arg(long, default_value_t = 20_000)]
+    insert_events: usize,
+    /// Connections of the naive INSERT baseline.
+    #[arg(long, default_value_t = 8)]
+    insert_connections: usize,
+}
+
+/// The workload: deterministic, so every run offers the same events.
+struct Workload {
+    /// Per stream, its batches.
+    streams: Vec<Vec<Vec<pb::Event>>>,
+    unique: usize,
+    total: usize,
+}
+
+fn properties(rng: &mut StdRng) -> Map<String, Value> {
+    let langs = ["de", "fr", "es", "ja", "pt"];
+    json!({
+        "characters": rng.random_range(1..5000),
+        "lang": langs[rng.random_range(0..langs.len())],
+        "model": "nmt-large-2026",
+    })
+    .as_object()
+    .cloned()
+    .unwrap_or_default()
+}
+
+fn workload(prefix: &str, events: usize, streams: usize, batch: usize, dup_ratio: f64) -> Workload {
+    let now = Utc::now();
+    let mut rng = StdRng::seed_from_u64(7);
+    let per_stream = events.div_ceil(streams);
+    let mut all = Vec::with_capacity(streams);
+    let mut unique = 0;
+    for s in 0..streams {
+        let mut ids: Vec<String> = Vec::with_capacity(per_stream);
+        let mut batches = Vec::new();
+        let mut current = Vec::with_capacity(batch);
+        for i in 0..per_stream {
+            let id = if !ids.is_empty() && rng.random_bool(dup_ratio) {
+                ids[rng.random_range(0..ids.len())].clone()
+            } else {
+                let id = format!("{prefix}-s{s}-{i}");
+                ids.push(id.clone());
+                unique += 1;
+                id
+            };
+            current.push(pb::Event {
+                id,
+                source: "bench".into(),
+                r#type: "translation.characters".into(),
+                customer: format!("customer-{}", rng.random_range(0..1000)),
+                time: Some(prost_timestamp(now)),
+                properties: Some(aforo_ingest::decode::json_to_struct(&properties(&mut rng))),
+                tier: pb::Tier::Sdk as i32,
+                tier_detail: "aforo-bench".into(),
+            });
+            if current.len() == batch {
+                batches.push(std::mem::take(&mut current));
+            }
+        }
+        if !current.is_empty() {
+            batches.push(current);
+        }
+        all.push(batches);
+    }
+    Workload {
+        streams: all,
+        unique,
+        total: per_stream * streams,
+    }
+}
+
+fn prost_timestamp(t: DateTime<Utc>) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: t.timestamp(),
+        nanos: t.timestamp_subsec_nanos() as i32,
+    }
+}
+
+/// Latency percentiles of a sample, in milliseconds.
+struct Latency {
+    p50: f64,
+    p99: f64,
+    max: f64,
+}
+
+fn latency(mut samples: Vec<Duration>) -> Latency {
+    samples.sort_unstable();
+    let at = |q: f64| {
+        let i = ((samples.len() as f64 * q).ceil() as usize).clamp(1, samples.len()) - 1;
+        samples[i].as_secs_f64() * 1000.0
+    };
+    Latency {
+        p50: at(0.50),
+        p99: at(0.99),
+        max: at(1.0),
+    }
+}
+
+struct IngestRun {
+    answered: usize,
+    accepted: usize,
+    elapsed: Duration,
+    latency: Latency,
+}
+
+/// Feeds `work` to aforo over one `IngestStream` per stream. With `pace`,
+/// stream k sends its n-th batch at `start + n × pace`; latency counts from
+/// that due time, so queueing inside the server is measured, not hidden.
+async fn drive(
+    grpc: &str,
+    key: &str,
+    work: Workload,
+    pace: Option<Duration>,
+) -> anyhow::Result<IngestRun> {
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for (s, batches) in work.streams.into_iter().enumerate() {
+        let channel = tonic::transport::Endpoint::from_shared(grpc.to_owned())?
+            .connect()
+            .await
+            .context("connect to aforo")?;
+        let mut client = IngestServiceClient::new(channel);
+        let key = key.to_owned();
+        tasks.push(tokio::spawn(async move {
+            let (tx, rx) = tokio::sync::mpsc::channel(4);
+            let mut request = tonic::Request::new(ReceiverStream::new(rx));
+            request
+                .metadata_mut()
+                .insert("authorization", format!("Bearer {key}").parse()?);
+            let mut answers = client.ingest_stream(request).await?.into_inner();
+            // Offset the streams so paced sends do not all fall on one instant.
+            let offset = pace.map(|p| p.mul_f64(s as f64 / 16.0)).unwrap_or_default();
+            let (mut samples, mut answered, mut accepted) = (Vec::new(), 0usize, 0usize);
+            for (n, events) in batches.into_iter().enumerate() {
+                let due = match pace {
+                    Some(p) => {
+                        let due = start + offset + p * n as u32;
+                        tokio::time::sleep_until(due.into()).await;
+                        due
+                    }
+                    None => Instant::now(),
+                };
+                tx.send(pb::IngestRequest {
+                    batch_id: n.to_string(),
+                    events,
+                })
+                .await?;
+                let answer = answers.message().await?.context("the stream ended early")?;
+                samples.push(due.elapsed());
+                answered += answer.results.len();
+                accepted += answer.accepted as usize;
+                if answer.rejected > 0 {
+                    bail!("aforo rejected {} events of a valid batch", answer.rejected);
+                }
+            }
+            Ok::<_, anyhow::Error>((samples, answered, accepted))
+        }));
+    }
+    let (mut samples, mut answered, mut accepted) = (Vec::new(), 0, 0);
+    for task in tasks {
+        let (s, a, c) = task.await??;
+        samples.extend(s);
+        answered += a;
+        accepted += c;
+    }
+    Ok(IngestRun {
+        answered,
+        accepted,
+        elapsed: start.elapsed(),
+        latency: latency(samples),
+    })
+}
+
+/// A running `aforo ingest` on the benchmark database.
+struct Aforo {
+    child: tokio::process::Child,
+    grpc: String,
+    key: String,
+}
+
+async fn aforo_cli(bin: &PathBuf, args: &[&str]) -> anyhow::Result<String> {
+    let output = Command::new(bin)
+        .args(args)
+        .env("AFORO_LOG", "warn")
+        .output()
+        .await?;
+    if !output.status.success() {
+        bail!(
+            "aforo {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+}
+
+async fn start_aforo(bin: &PathBuf, database: &str) -> anyhow::Result<Aforo> {
+    aforo_cli(
+        bin,
+        &["tenants", "create", "bench", "--database-url", database],
+    )
+    .await?;
+    let key = aforo_cli(
+        bin,
+        &[
+            "keys",
+            "create",
+            "--tenant",
+            "bench",
+            "--database-url",
+            database,
+        ],
+    )
+    .await?;
+    let mut child = Command::new(bin)
+        .args(["ingest", "--database-url", database])
+        .args(["--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0"])
+        .env("AFORO_LOG", "warn")
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .context("start aforo ingest")?;
+    let mut lines = BufReader::new(child.stdout.take().context("stdout")?).lines();
+    let ready = loop {
+        match lines.next_line().await? {
+            Some(line) if line.contains(" ready: ") => break line,
+            Some(_) => continue,
+            None => bail!("aforo ingest exited before it was ready"),
+        }
+    };
+    let grpc = ready
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("grpc="))
+        .context("no grpc= in the ready line")?;
+    Ok(Aforo {
+        child,
+        grpc: format!("http://{grpc}"),
+        key,
+    })
+}
+
+const COLUMNS: &str = "id, tenant_id, dedup_key, event_id, source, type, customer, time, \
+    properties, tier, tier_detail, status, flags, gates, validation_hash, received_at, node";
+
+/// One row as aforo would store it, for the baselines.
+struct Row {
+    id: Uuid,
+    dedup_key: String,
+    event: SourceEvent,
+    properties: String,
+    gates: String,
+    hash: String,
+}
+
+fn rows(work: &Workload) -> Vec<Row> {
+    let key = [7u8; 32];
+    let mut seen = HashSet::new();
+    let mut out = Vec::with_capacity(work.unique);
+    for event in work.streams.iter().flatten().flatten() {
+        if !seen.insert(event.id.clone()) {
+            continue;
+        }
+        let candidate = aforo_ingest::decode::from_proto(event);
+        let gates = aforo_ingest::gates::GateConfig::default();
+        let admitted =
+            match aforo_ingest::gates::evaluate(&candidate, Tier::Sdk, &gates, Utc::now()) {
+                aforo_ingest::gates::GateDecision::Admit(a) => a,
+                aforo_ingest::gates::GateDecision::Reject(r) => {
+                    panic!("bench event rejected: {r:?}")
+                }
+            };
+        let id = Uuid::now_v7();
+        let results = GateResults::accepted(false);
+        out.push(Row {
+            hash: validation_hash(
+                &key,
+                "bench",
+                &id.to_string(),
+                &admitted.event,
+                &admitted.properties_json,
+                &results,
+            ),
+            id,
+            dedup_key: admitted.dedup_key,
+            properties: admitted.properties_json,
+            event: admitted.event,
+            gates: results.to_json(),
+        });
+    }
+    out
+}
+
+/// Escapes a value for COPY's text format.
+fn copy_text(value: &str, out: &mut String) {
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\t' => out.push_str("\\t"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            c => out.push(c),
+        }
+    }
+}
+
+fn copy_line(row: &Row, tenant: Uuid, received: &str, out: &mut String) {
+    let fields = [
+        row.id.to_string(),
+        tenant.to_string(),
+        row.dedup_key.clone(),
+        row.event.id.clone(),
+        row.event.source.clone(),
+        row.event.event_type.clone(),
+        row.event.customer.clone(),
+        format_time(&row.event.time),
+        row.properties.clone(),
+        row.event.tier.as_str().to_owned(),
+        row.event.tier_detail.clone(),
+        "ACCEPTED".to_owned(),
+        "0".to_owned(),
+        row.gates.clone(),
+        row.hash.clone(),
+        received.to_owned(),
+        "bench".to_owned(),
+    ];
+    for (i, field) in fields.iter().enumerate() {
+        if i > 0 {
+            out.push('\t');
+        }
+        copy_text(field, out);
+    }
+    out.push('\n');
+}
+
+/// A fresh table with the events table's shape: columns, defaults, identity
+/// and every index (the foreign key aside, which only makes aforo slower).
+async fn shaped_table(conn: &mut PgConnection, name: &str) -> anyhow::Result<()> {
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "DROP TABLE IF EXISTS {name}; CREATE TABLE {name} (LIKE events INCLUDING ALL)"
+    )))
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// COPY of `rows` over `connections` connections, each one COPY of its share.
+async fn copy_rows(
+    database: &str,
+    rows: &Arc<Vec<Row>>,
+    tenant: Uuid,
+    connections: usize,
+) -> anyhow::Result<Duration> {
+    let mut conn = PgConnection::connect(database).await?;
+    shaped_table(&mut conn, "bench_copy").await?;
+    let received = format_time(&Utc::now());
+    // Encode first: the ceiling is the database's, not our formatting's.
+    let share = rows.len().div_ceil(connections);
+    let payloads: Vec<String> = rows
+        .chunks(share)
+        .map(|chunk| {
+            let mut text = String::new();
+            for row in chunk {
+                copy_line(row, tenant, &received, &mut text);
+            }
+            text
+        })
+        .collect();
+    let mut conns = Vec::new();
+    for _ in 0..payloads.len() {
+        conns.push(PgConnection::connect(database).await?);
+    }
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for (mut conn, payload) in conns.into_iter().zip(payloads) {
+        tasks.push(tokio::spawn(async move {
+            let mut copy = conn
+                .copy_in_raw(&format!("COPY bench_copy ({COLUMNS}) FROM STDIN"))
+                .await?;
+            for piece in payload.as_bytes().chunks(1 << 20) {
+                copy.send(piece).await?;
+            }
+            copy.finish().await?;
+            Ok::<_, anyhow::Error>(())
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    Ok(start.elapsed())
+}
+
+/// One INSERT per event, autocommit, `connections` at once.
+async fn insert_rows(
+    database: &str,
+    rows: &Arc<Vec<Row>>,
+    tenant: Uuid,
+    connections: usize,
+    count: usize,
+) -> anyhow::Result<(usize, Duration)> {
+    let mut conn = PgConnection::connect(database).await?;
+    shaped_table(&mut conn, "bench_insert").await?;
+    let count = count.min(rows.len());
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut conns = Vec::new();
+    for _ in 0..connections {
+        conns.push(PgConnection::connect(database).await?);
+    }
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for mut conn in conns {
+        let (rows, next) = (rows.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if i >= count {
+                    return Ok::<_, anyhow::Error>(());
+                }
+                let row = &rows[i];
+                sqlx::query(
+                    "INSERT INTO bench_insert (id, tenant_id, dedup_key, event_id, source, type,
+                         customer, time, properties, tier, tier_detail, status, flags, gates,
+                         validation_hash, received_at, node)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9::json, $10, $11, 'ACCEPTED', 0,
+                         $12, $13, now(), 'bench')
+                     ON CONFLICT (tenant_id, dedup_key) DO NOTHING",
+                )
+                .bind(row.id)
+                .bind(tenant)
+                .bind(&row.dedup_key)
+                .bind(&row.event.id)
+                .bind(&row.event.source)
+                .bind(&row.event.event_type)
+                .bind(&row.event.customer)
+                .bind(row.event.time)
+                .bind(&row.properties)
+                .bind(row.event.tier.as_str())
+                .bind(&row.event.tier_detail)
+                .bind(&row.gates)
+                .bind(&row.hash)
+                .execute(&mut conn)
+                .await?;
+            }
+        }));
+    }
+    for task in tasks {
+        task.await??;
+    }
+    Ok((count, start.elapsed()))
+}
+
+/// CPU seconds (user + system) a process has used, from /proc.
+fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of stat, 12 and 13 after the name.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// CPU seconds used by every process whose command is `name`.
+fn cpu_of_all(name: &str) -> f64 {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0.0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == name)
+        })
+        .map(cpu_seconds)
+        .sum()
+}
+
+/// Where the CPU went during a run: aforo, PostgreSQL, this load generator.
+struct CpuSplit {
+    aforo: f64,
+    postgres: f64,
+    loadgen: f64,
+}
+
+fn cpu_now(aforo_pid: u32) -> CpuSplit {
+    CpuSplit {
+        aforo: cpu_seconds(aforo_pid),
+        postgres: cpu_of_all("postgres"),
+        loadgen: cpu_seconds(std::process::id()),
+    }
+}
+
+fn rate(n: usize, d: Duration) -> f64 {
+    n as f64 / d.as_secs_f64()
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let aforo_bin = match &args.aforo {
+        Some(path) => path.clone(),
+        None => std::env::current_exe()?
+            .parent()
+            .context("no folder of the current binary")?
+            .join("aforo"),
+    };
+
+    // A fresh database for this run.
+    let name = format!("aforo_bench_{}", Utc::now().format("%Y%m%d%H%M%S"));
+    let mut admin = PgConnection::connect(&args.database_url).await?;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut admin)
+        .await?;
+    let base = args
+        .database_url
+        .rsplit_once('/')
+        .context("URL has a database")?
+        .0;
+    let database = format!("{base}/{name}");
+
+    let mut aforo = start_aforo(&aforo_bin, &database).await?;
+    println!(
+        "aforo ingest on PostgreSQL; {} streams x {} events/batch, {:.0}% duplicate ids",
+        args.streams,
+        args.batch,
+        args.dup_ratio * 100.0
+    );
+
+    // Warm-up: connections, prepared statements, caches.
+    drive(
+        &aforo.grpc,
+        &aforo.key,
+        workload("warm", 20_000, args.streams, args.batch, args.dup_ratio),
+        None,
+    )
+    .await?;
+
+    let work = workload("run", args.events, args.streams, args.batch, args.dup_ratio);
+    let (offered, unique) = (work.total, work.unique);
+    let baseline_work = workload("run", args.events, args.streams, args.batch, args.dup_ratio);
+    let aforo_pid = aforo.child.id().context("aforo has no pid")?;
+    let cpu_before = cpu_now(aforo_pid);
+    let throughput = drive(&aforo.grpc, &aforo.key, work, None).await?;
+    let cpu_after = cpu_now(aforo_pid);
+    if throughput.accepted != unique || throughput.answered != offered {
+        bail!(
+            "aforo answered {} of {offered} events and stored {} of {unique} unique ones",
+            throughput.answered,
+            throughput.accepted
+        );
+    }
+
+    // The latency run: a fixed offered rate.
+    let per_batch =
+        Duration::from_secs_f64((args.batch * args.streams) as f64 / args.paced_rate as f64);
+    let paced_events = args.paced_rate * args.paced_seconds as usize;
+    let paced = drive(
+        &aforo.grpc,
+        &aforo.key,
+        workload(
+            "paced",
+            paced_events,
+            args.streams,
+            args.batch,
+            args.dup_ratio,
+        ),
+        Some(per_batch),
+    )
+    .await?;
+    aforo.child.start_kill()?;
+    aforo.child.wait().await?;
+
+    // Baselines on the same rows.
+    let tenant = Uuid::now_v7();
+    let rows = Arc::new(rows(&baseline_work));
+    let copy1 = copy_rows(&database, &rows, tenant, 1).await?;
+    let pg_before_copy = cpu_of_all("postgres");
+    let copy2 = copy_rows(&database, &rows, tenant, 2).await?;
+    let copy2_pg_cpu = cpu_of_all("postgres") - pg_before_copy;
+    let (copy_time, copy_conns) = if copy1 <= copy2 {
+        (copy1, 1)
+    } else {
+        (copy2, 2)
+    };
+    let (inserted, insert_time) = insert_rows(
+        &database,
+        &rows,
+        tenant,
+        args.insert_connections,
+        args.insert_events,
+    )
+    .await?;
+
+    let aforo_events = rate(throughput.answered, throughput.elapsed);
+    let aforo_rows = rate(throughput.accepted, throughput.elapsed);
+    let copy_rate = rate(rows.len(), copy_time);
+    let insert_rate = rate(inserted, insert_time);
+    println!();
+    println!(
+        "durable ingest, {offered} events ({unique} unique) in {:.2} s",
+        throughput.elapsed.as_secs_f64()
+    );
+    println!("  aforo            {aforo_events:>10.0} events/s  ({aforo_rows:.0} stored rows/s)");
+    println!(
+        "  ack latency      p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms (per batch of {})",
+        throughput.latency.p50, throughput.latency.p99, throughput.latency.max, args.batch
+    );
+    println!(
+        "paced at {} events/s for {} s: ack p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms ({} events)",
+        args.paced_rate,
+        args.paced_seconds,
+        paced.latency.p50,
+        paced.latency.p99,
+        paced.latency.max,
+        paced.answered
+    );
+    let wall = throughput.elapsed.as_secs_f64();
+    println!(
+        "  CPU during the run (of {:.1} core-seconds on {} cores): aforo {:.1} s, PostgreSQL {:.1} s, load generator {:.1} s",
+        wall * std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1) as f64,
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+        cpu_after.aforo - cpu_before.aforo,
+        cpu_after.postgres - cpu_before.postgres,
+        cpu_after.loadgen - cpu_before.loadgen
+    );
+    println!("baselines, same rows, same table shape and indexes");
+    println!(
+        "  raw COPY         {copy_rate:>10.0} rows/s    (best of 1 and 2 connections: {copy_conns}; 1: {:.0}, 2: {:.0})",
+        rate(rows.len(), copy1),
+        rate(rows.len(), copy2)
+    );
+    println!(
+        "  PostgreSQL CPU per stored row: {:.1} µs for aforo's commits, {:.1} µs for COPY (2 connections)",
+        (cpu_after.postgres - cpu_before.postgres) * 1e6 / throughput.accepted as f64,
+        copy2_pg_cpu * 1e6 / rows.len() as f64
+    );
+    println!(
+        "  INSERT per event {insert_rate:>10.0} rows/s    ({} connections, autocommit, {inserted} rows)",
+        args.insert_connections
+    );
+    println!("ratios");
+    println!(
+        "  aforo / raw COPY        {:.2} (events), {:.2} (stored rows)",
+        aforo_events / copy_rate,
+        aforo_rows / copy_rate
+    );
+    println!(
+        "  aforo / INSERT per event {:.1}x",
+        aforo_events / insert_rate
+    );
+
+    drop(admin);
+    let mut admin = PgConnection::connect(&args.database_url).await?;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+    )))
+    .execute(&mut admin)
+    .await?;
+    Ok(())
+}
