@@ -10,6 +10,7 @@
 //! Nothing here does I/O: these are values and pure functions over them.
 
 pub mod canonical;
+pub mod catalog;
 pub mod event;
 
 pub use event::{
