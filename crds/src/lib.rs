@@ -9,6 +9,10 @@
 //!
 //! Nothing here does I/O: these are values and pure functions over them.
 
+// kube's `printcolumn(name = …, type_ = …)` attributes repeat key names by
+// design; clippy reads them as duplicated attributes.
+#![allow(clippy::duplicated_attributes)]
+
 pub mod canonical;
 pub mod catalog;
 pub mod event;
