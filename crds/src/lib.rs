@@ -15,7 +15,10 @@
 
 pub mod canonical;
 pub mod catalog;
+pub mod compile;
+pub mod currency;
 pub mod event;
+pub mod validate;
 
 pub use event::{
     EventFlag, EventFlags, GateResults, GateVerdict, RejectReason, SourceEvent, Tier,

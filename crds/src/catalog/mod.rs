@@ -20,6 +20,7 @@ mod meter;
 mod pipeline;
 mod product;
 mod rate_plan;
+mod resource;
 mod usage_alert;
 mod webhook_source;
 
@@ -30,9 +31,10 @@ pub use pipeline::{
 };
 pub use product::{Product, ProductSpec};
 pub use rate_plan::{
-    BillingPeriod, Charge, Discount, FlatCharge, PackageCharge, PerUnitCharge, PercentageCharge,
-    RatePlan, RatePlanSpec, RecurringFee, Rollover, Tier,
+    BillingPeriod, Charge, DimensionPrices, Discount, FlatCharge, PackageCharge, PerUnitCharge,
+    PercentageCharge, RatePlan, RatePlanSpec, RecurringFee, Rollover, Tier,
 };
+pub use resource::{Resource, yaml_documents};
 pub use usage_alert::{AlertKind, AlertSelector, AlertSink, UsageAlert, UsageAlertSpec};
 pub use webhook_source::{Provider, WebhookMapping, WebhookSource, WebhookSourceSpec};
 

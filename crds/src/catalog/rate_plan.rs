@@ -28,11 +28,24 @@ pub struct FlatCharge {
     pub amount: DecimalString,
 }
 
-/// A price per unit.
+/// A price per unit; optionally a different price per value of one of the
+/// meter's `groupBy` dimensions (e.g. per MCP tool), `unitPrice` for the rest.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PerUnitCharge {
     pub unit_price: DecimalString,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by_dimension: Option<DimensionPrices>,
+}
+
+/// Unit prices by the value of one dimension.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DimensionPrices {
+    /// A `groupBy` name of the charged meter.
+    pub dimension: String,
+    /// Dimension value → unit price.
+    pub prices: std::collections::BTreeMap<String, DecimalString>,
 }
 
 /// A price per started package of `size` units.
