@@ -7,6 +7,10 @@ pub enum StoreError {
     InvalidUrl(String),
     #[error("{0}")]
     Conflict(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Invalid(String),
     #[error("stored data is not readable: {0}")]
     Corrupt(String),
     #[error("migration {version} ({name}) failed: {source}")]

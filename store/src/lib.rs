@@ -16,18 +16,22 @@
 mod error;
 mod migrate;
 mod model;
+mod pg_catalog;
 mod postgres;
 mod sqlite;
+mod sqlite_catalog;
 
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 pub use error::StoreError;
 pub use model::{
-    CommitBatch, CommitOutcome, EventQuery, NewEvent, NewRejection, Page, RejectionQuery,
-    StoredEvent, StoredRejection, Tenant,
+    AppliedCatalog, CatalogVersion, CommitBatch, CommitOutcome, Customer, CustomerInput,
+    EventQuery, NewCatalogVersion, NewEvent, NewRejection, Page, RejectionQuery, StoredEvent,
+    StoredRejection, Subscription, SubscriptionInput, SubscriptionPhase, Tenant,
 };
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
@@ -75,6 +79,59 @@ pub trait Store: Send + Sync + 'static {
         query: &RejectionQuery,
     ) -> Result<Page<StoredRejection>>;
     async fn count_events(&self, tenant: Uuid) -> Result<u64>;
+
+    /// Stores a new catalog version unless the latest one has the same
+    /// content hash, in which case nothing is written and it is returned.
+    async fn apply_catalog(
+        &self,
+        tenant: Uuid,
+        catalog: &NewCatalogVersion,
+    ) -> Result<AppliedCatalog>;
+    /// A version by number, or the latest with `None`.
+    async fn catalog_version(
+        &self,
+        tenant: Uuid,
+        version: Option<i64>,
+    ) -> Result<Option<CatalogVersion>>;
+    /// Every version, oldest first.
+    async fn catalog_versions(&self, tenant: Uuid) -> Result<Vec<CatalogVersion>>;
+
+    /// Creates the customer, or updates the one with the same external id.
+    /// Returns it and whether it was created.
+    async fn upsert_customer(
+        &self,
+        tenant: Uuid,
+        customer: &CustomerInput,
+    ) -> Result<(Customer, bool)>;
+    async fn customer(&self, tenant: Uuid, external_id: &str) -> Result<Option<Customer>>;
+    /// Customers by external id, after `after`.
+    async fn list_customers(
+        &self,
+        tenant: Uuid,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Customer>>;
+
+    /// Fails with [`StoreError::NotFound`] for an unknown customer.
+    async fn create_subscription(
+        &self,
+        tenant: Uuid,
+        subscription: &SubscriptionInput,
+    ) -> Result<Subscription>;
+    async fn subscriptions(
+        &self,
+        tenant: Uuid,
+        customer: Option<&str>,
+    ) -> Result<Vec<Subscription>>;
+    /// Moves a subscription to `rate_plan` from `at` on: the open phase ends
+    /// at `at`, a new one starts. Earlier phases are never touched.
+    async fn change_plan(
+        &self,
+        tenant: Uuid,
+        subscription: Uuid,
+        rate_plan: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Subscription>;
 }
 
 /// Opens the store a URL names, running its migrations first:

@@ -272,3 +272,119 @@ pub(crate) fn insertion_order(events: &[NewEvent]) -> Vec<usize> {
     });
     order
 }
+
+/// One immutable version of a tenant's catalog.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CatalogVersion {
+    pub version: i64,
+    pub content_hash: String,
+    pub effective_from: Option<DateTime<Utc>>,
+    /// Canonical JSON of the compiled snapshot.
+    pub snapshot: String,
+    pub applied_at: DateTime<Utc>,
+}
+
+/// What `apply_catalog` stores when the content is new.
+#[derive(Clone, Debug)]
+pub struct NewCatalogVersion {
+    pub content_hash: String,
+    pub effective_from: Option<DateTime<Utc>>,
+    pub snapshot: String,
+}
+
+/// The version in force after an apply, and whether the apply created it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AppliedCatalog {
+    pub version: CatalogVersion,
+    pub created: bool,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Customer {
+    pub id: Uuid,
+    pub external_id: String,
+    pub name: String,
+    pub currency: Option<String>,
+    pub tax_region: Option<String>,
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A customer as created or updated, keyed by its external id.
+#[derive(Clone, Debug, Default)]
+pub struct CustomerInput {
+    pub external_id: String,
+    pub name: String,
+    pub currency: Option<String>,
+    pub tax_region: Option<String>,
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+}
+
+/// The rate plan a subscription is on over `[starts_at, ends_at)`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SubscriptionPhase {
+    pub starts_at: DateTime<Utc>,
+    pub ends_at: Option<DateTime<Utc>>,
+    pub rate_plan: String,
+    pub recorded_at: DateTime<Utc>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Subscription {
+    pub id: Uuid,
+    /// The customer's external id.
+    pub customer: String,
+    pub starts_at: DateTime<Utc>,
+    pub ends_at: Option<DateTime<Utc>>,
+    pub billing_anchor_day: Option<u8>,
+    /// Oldest first; the last one is open unless the subscription ended.
+    pub phases: Vec<SubscriptionPhase>,
+    pub created_at: DateTime<Utc>,
+}
+
+impl Subscription {
+    /// The rate plan in force at `at`, if the subscription is.
+    pub fn plan_at(&self, at: DateTime<Utc>) -> Option<&str> {
+        self.phases
+            .iter()
+            .find(|p| p.starts_at <= at && p.ends_at.is_none_or(|end| at < end))
+            .map(|p| p.rate_plan.as_str())
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct SubscriptionInput {
+    /// The customer's external id.
+    pub customer: String,
+    pub rate_plan: String,
+    pub starts_at: DateTime<Utc>,
+    pub ends_at: Option<DateTime<Utc>>,
+    pub billing_anchor_day: Option<u8>,
+}
+
+/// Checks a plan change against a subscription's phases: it must take
+/// effect after the open phase began and before the subscription ends.
+pub(crate) fn check_plan_change(
+    sub: &Subscription,
+    at: DateTime<Utc>,
+) -> Result<(), crate::StoreError> {
+    let open = sub
+        .phases
+        .last()
+        .filter(|p| p.ends_at.is_none() || p.ends_at == sub.ends_at)
+        .ok_or_else(|| crate::StoreError::Invalid(format!("subscription {} has ended", sub.id)))?;
+    if at <= open.starts_at {
+        return Err(crate::StoreError::Invalid(format!(
+            "a plan change must take effect after the current plan began ({}); the past is not rewritten",
+            open.starts_at.to_rfc3339()
+        )));
+    }
+    if sub.ends_at.is_some_and(|end| at >= end) {
+        return Err(crate::StoreError::Invalid(format!(
+            "the subscription ends before {}",
+            at.to_rfc3339()
+        )));
+    }
+    Ok(())
+}

@@ -18,8 +18,9 @@ use crate::error::is_transient;
 use crate::migrate::{PG_LOCK_KEY, POSTGRES};
 use crate::model::{EventRow, RejectionRow, clamp_limit, insertion_order};
 use crate::{
-    CommitBatch, CommitOutcome, EventQuery, NewEvent, Page, RejectionQuery, Result, Store,
-    StoreError, StoredEvent, StoredRejection, Tenant,
+    AppliedCatalog, CatalogVersion, CommitBatch, CommitOutcome, Customer, CustomerInput,
+    EventQuery, NewCatalogVersion, NewEvent, Page, RejectionQuery, Result, Store, StoreError,
+    StoredEvent, StoredRejection, Subscription, SubscriptionInput, Tenant,
 };
 
 /// How often a commit that lost a deadlock or serialization race is retried
@@ -487,6 +488,66 @@ impl Store for PgStore {
             .fetch_one(&self.pool)
             .await?;
         Ok(n as u64)
+    }
+
+    async fn apply_catalog(
+        &self,
+        tenant: Uuid,
+        catalog: &NewCatalogVersion,
+    ) -> Result<AppliedCatalog> {
+        self.pg_apply_catalog(tenant, catalog).await
+    }
+    async fn catalog_version(
+        &self,
+        tenant: Uuid,
+        version: Option<i64>,
+    ) -> Result<Option<CatalogVersion>> {
+        self.pg_catalog_version(tenant, version).await
+    }
+    async fn catalog_versions(&self, tenant: Uuid) -> Result<Vec<CatalogVersion>> {
+        self.pg_catalog_versions(tenant).await
+    }
+    async fn upsert_customer(
+        &self,
+        tenant: Uuid,
+        customer: &CustomerInput,
+    ) -> Result<(Customer, bool)> {
+        self.pg_upsert_customer(tenant, customer).await
+    }
+    async fn customer(&self, tenant: Uuid, external_id: &str) -> Result<Option<Customer>> {
+        self.pg_customer(tenant, external_id).await
+    }
+    async fn list_customers(
+        &self,
+        tenant: Uuid,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Customer>> {
+        self.pg_list_customers(tenant, after, limit).await
+    }
+    async fn create_subscription(
+        &self,
+        tenant: Uuid,
+        subscription: &SubscriptionInput,
+    ) -> Result<Subscription> {
+        self.pg_create_subscription(tenant, subscription).await
+    }
+    async fn subscriptions(
+        &self,
+        tenant: Uuid,
+        customer: Option<&str>,
+    ) -> Result<Vec<Subscription>> {
+        self.pg_load_subscriptions(tenant, customer, None).await
+    }
+    async fn change_plan(
+        &self,
+        tenant: Uuid,
+        subscription: Uuid,
+        rate_plan: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Subscription> {
+        self.pg_change_plan(tenant, subscription, rate_plan, at)
+            .await
     }
 }
 

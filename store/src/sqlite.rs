@@ -22,8 +22,9 @@ use uuid::Uuid;
 use crate::migrate::SQLITE;
 use crate::model::{EventRow, RejectionRow, clamp_limit, insertion_order};
 use crate::{
-    CommitBatch, CommitOutcome, EventQuery, Page, RejectionQuery, Result, Store, StoreError,
-    StoredEvent, StoredRejection, Tenant,
+    AppliedCatalog, CatalogVersion, CommitBatch, CommitOutcome, Customer, CustomerInput,
+    EventQuery, NewCatalogVersion, Page, RejectionQuery, Result, Store, StoreError, StoredEvent,
+    StoredRejection, Subscription, SubscriptionInput, Tenant,
 };
 
 pub struct SqliteStore {
@@ -56,6 +57,14 @@ impl SqliteStore {
             .connect_with(options.read_only(true))
             .await?;
         Ok(SqliteStore { writer, readers })
+    }
+
+    pub(crate) fn writer(&self) -> &SqlitePool {
+        &self.writer
+    }
+
+    pub(crate) fn readers(&self) -> &SqlitePool {
+        &self.readers
     }
 }
 
@@ -99,12 +108,12 @@ async fn migrate(pool: &SqlitePool) -> Result<()> {
     Ok(())
 }
 
-fn time(micros: i64) -> Result<DateTime<Utc>> {
+pub(crate) fn time(micros: i64) -> Result<DateTime<Utc>> {
     DateTime::from_timestamp_micros(micros)
         .ok_or_else(|| StoreError::Corrupt(format!("time {micros} is out of range")))
 }
 
-fn uuid(text: &str) -> Result<Uuid> {
+pub(crate) fn uuid(text: &str) -> Result<Uuid> {
     Uuid::parse_str(text).map_err(|e| StoreError::Corrupt(format!("uuid {text:?}: {e}")))
 }
 
@@ -408,5 +417,65 @@ impl Store for SqliteStore {
             .fetch_one(&self.readers)
             .await?;
         Ok(n as u64)
+    }
+
+    async fn apply_catalog(
+        &self,
+        tenant: Uuid,
+        catalog: &NewCatalogVersion,
+    ) -> Result<AppliedCatalog> {
+        self.sqlite_apply_catalog(tenant, catalog).await
+    }
+    async fn catalog_version(
+        &self,
+        tenant: Uuid,
+        version: Option<i64>,
+    ) -> Result<Option<CatalogVersion>> {
+        self.sqlite_catalog_version(tenant, version).await
+    }
+    async fn catalog_versions(&self, tenant: Uuid) -> Result<Vec<CatalogVersion>> {
+        self.sqlite_catalog_versions(tenant).await
+    }
+    async fn upsert_customer(
+        &self,
+        tenant: Uuid,
+        customer: &CustomerInput,
+    ) -> Result<(Customer, bool)> {
+        self.sqlite_upsert_customer(tenant, customer).await
+    }
+    async fn customer(&self, tenant: Uuid, external_id: &str) -> Result<Option<Customer>> {
+        self.sqlite_customer(tenant, external_id).await
+    }
+    async fn list_customers(
+        &self,
+        tenant: Uuid,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Customer>> {
+        self.sqlite_list_customers(tenant, after, limit).await
+    }
+    async fn create_subscription(
+        &self,
+        tenant: Uuid,
+        subscription: &SubscriptionInput,
+    ) -> Result<Subscription> {
+        self.sqlite_create_subscription(tenant, subscription).await
+    }
+    async fn subscriptions(
+        &self,
+        tenant: Uuid,
+        customer: Option<&str>,
+    ) -> Result<Vec<Subscription>> {
+        self.sqlite_load_subscriptions(tenant, customer, None).await
+    }
+    async fn change_plan(
+        &self,
+        tenant: Uuid,
+        subscription: Uuid,
+        rate_plan: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Subscription> {
+        self.sqlite_change_plan(tenant, subscription, rate_plan, at)
+            .await
     }
 }

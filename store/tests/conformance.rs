@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use aforo_crds::{EventFlag, EventFlags, GateResults, RejectReason, SourceEvent, Tier};
 use aforo_store::{
-    CommitBatch, CommitOutcome, EventQuery, NewEvent, NewRejection, PgStore, RejectionQuery,
-    SqliteStore, Store, StoreError,
+    CommitBatch, CommitOutcome, CustomerInput, EventQuery, NewCatalogVersion, NewEvent,
+    NewRejection, PgStore, RejectionQuery, SqliteStore, Store, StoreError, SubscriptionInput,
 };
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use serde_json::json;
@@ -155,7 +155,175 @@ conformance!(
     events_filter_and_paginate_in_storage_order,
     a_failed_commit_leaves_no_claim_behind,
     concurrent_commits_of_one_key_store_it_once,
+    identical_catalog_content_is_the_same_version,
+    customers_are_upserted_by_external_id,
+    a_plan_change_opens_a_phase_and_never_rewrites_the_past,
 );
+
+fn catalog(hash: &str, effective: i64) -> NewCatalogVersion {
+    NewCatalogVersion {
+        content_hash: hash.into(),
+        effective_from: Some(t0() + Duration::days(effective)),
+        snapshot: format!("{{\"hash\":\"{hash}\"}}"),
+    }
+}
+
+async fn identical_catalog_content_is_the_same_version(f: Fixture) {
+    let t = f.store.create_tenant("acme").await.unwrap();
+    assert_eq!(f.store.catalog_version(t.id, None).await.unwrap(), None);
+    let first = f
+        .store
+        .apply_catalog(t.id, &catalog("sha256:a", 0))
+        .await
+        .unwrap();
+    assert!(first.created);
+    assert_eq!(first.version.version, 1);
+    let again = f
+        .store
+        .apply_catalog(t.id, &catalog("sha256:a", 0))
+        .await
+        .unwrap();
+    assert!(!again.created);
+    assert_eq!(again.version, first.version);
+    let second = f
+        .store
+        .apply_catalog(t.id, &catalog("sha256:b", 30))
+        .await
+        .unwrap();
+    assert_eq!((second.version.version, second.created), (2, true));
+
+    let all = f.store.catalog_versions(t.id).await.unwrap();
+    assert_eq!(all.iter().map(|v| v.version).collect::<Vec<_>>(), [1, 2]);
+    assert_eq!(all[0].snapshot, "{\"hash\":\"sha256:a\"}");
+    assert_eq!(all[1].effective_from, Some(t0() + Duration::days(30)));
+    let v1 = f
+        .store
+        .catalog_version(t.id, Some(1))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(v1.content_hash, "sha256:a");
+    assert_eq!(
+        f.store
+            .catalog_version(t.id, None)
+            .await
+            .unwrap()
+            .unwrap()
+            .version,
+        2
+    );
+    let other = f.store.create_tenant("globex").await.unwrap();
+    assert!(f.store.catalog_versions(other.id).await.unwrap().is_empty());
+}
+
+async fn customers_are_upserted_by_external_id(f: Fixture) {
+    let t = f.store.create_tenant("acme").await.unwrap();
+    let mut input = CustomerInput {
+        external_id: "cus_1".into(),
+        name: "Initech".into(),
+        currency: Some("EUR".into()),
+        tax_region: Some("DE".into()),
+        metadata: json!({"segment": "smb"}).as_object().unwrap().clone(),
+    };
+    let (created, was_new) = f.store.upsert_customer(t.id, &input).await.unwrap();
+    assert!(was_new);
+    input.name = "Initech GmbH".into();
+    let (updated, was_new) = f.store.upsert_customer(t.id, &input).await.unwrap();
+    assert!(!was_new);
+    assert_eq!(updated.id, created.id);
+    assert_eq!(updated.name, "Initech GmbH");
+    assert_eq!(updated.metadata["segment"], "smb");
+    for id in ["cus_3", "cus_2"] {
+        input.external_id = id.into();
+        f.store.upsert_customer(t.id, &input).await.unwrap();
+    }
+    let page = f.store.list_customers(t.id, None, 2).await.unwrap();
+    assert_eq!(
+        page.iter()
+            .map(|c| c.external_id.as_str())
+            .collect::<Vec<_>>(),
+        ["cus_1", "cus_2"]
+    );
+    let rest = f
+        .store
+        .list_customers(t.id, Some("cus_2"), 2)
+        .await
+        .unwrap();
+    assert_eq!(rest.len(), 1);
+    assert_eq!(f.store.customer(t.id, "cus_9").await.unwrap(), None);
+}
+
+async fn a_plan_change_opens_a_phase_and_never_rewrites_the_past(f: Fixture) {
+    let t = f.store.create_tenant("acme").await.unwrap();
+    let missing = f
+        .store
+        .create_subscription(
+            t.id,
+            &SubscriptionInput {
+                customer: "nobody".into(),
+                rate_plan: "pro".into(),
+                starts_at: t0(),
+                ends_at: None,
+                billing_anchor_day: None,
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(missing, StoreError::NotFound(_)), "{missing:?}");
+
+    let customer = CustomerInput {
+        external_id: "cus_1".into(),
+        name: "Initech".into(),
+        ..Default::default()
+    };
+    f.store.upsert_customer(t.id, &customer).await.unwrap();
+    let sub = f
+        .store
+        .create_subscription(
+            t.id,
+            &SubscriptionInput {
+                customer: "cus_1".into(),
+                rate_plan: "starter".into(),
+                starts_at: t0(),
+                ends_at: None,
+                billing_anchor_day: Some(1),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(sub.plan_at(t0()), Some("starter"));
+    assert_eq!(sub.plan_at(t0() - Duration::seconds(1)), None);
+
+    let change = t0() + Duration::days(14);
+    let changed = f
+        .store
+        .change_plan(t.id, sub.id, "pro", change)
+        .await
+        .unwrap();
+    assert_eq!(changed.phases.len(), 2);
+    assert_eq!(changed.phases[0].ends_at, Some(change));
+    assert_eq!(
+        changed.plan_at(change - Duration::microseconds(1)),
+        Some("starter")
+    );
+    assert_eq!(changed.plan_at(change), Some("pro"));
+
+    let rewrite = f
+        .store
+        .change_plan(t.id, sub.id, "enterprise", t0() + Duration::days(7))
+        .await
+        .unwrap_err();
+    assert!(matches!(rewrite, StoreError::Invalid(_)), "{rewrite:?}");
+    let listed = f.store.subscriptions(t.id, Some("cus_1")).await.unwrap();
+    assert_eq!(listed, vec![changed]);
+    assert!(
+        f.store
+            .subscriptions(t.id, Some("cus_2"))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
 
 async fn tenant_names_are_unique(f: Fixture) {
     let a = f.store.create_tenant("acme").await.unwrap();
