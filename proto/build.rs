@@ -5,7 +5,11 @@
 use prost::Message;
 use std::path::PathBuf;
 
-const PROTOS: &[&str] = &["aforo/v1/event.proto", "aforo/v1/ingest.proto"];
+const PROTOS: &[&str] = &[
+    "aforo/v1/event.proto",
+    "aforo/v1/ingest.proto",
+    "aforo/v1/catalog.proto",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     for proto in PROTOS {

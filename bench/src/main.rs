@@ -326,7 +326,7 @@ fn rows(work: &Workload) -> Vec<Row> {
         let candidate = aforo_ingest::decode::from_proto(event);
         let gates = aforo_ingest::gates::GateConfig::default();
         let admitted =
-            match aforo_ingest::gates::evaluate(&candidate, Tier::Sdk, &gates, Utc::now()) {
+            match aforo_ingest::gates::evaluate(&candidate, Tier::Sdk, &gates, None, Utc::now()) {
                 aforo_ingest::gates::GateDecision::Admit(a) => a,
                 aforo_ingest::gates::GateDecision::Reject(r) => {
                     panic!("bench event rejected: {r:?}")

@@ -84,7 +84,7 @@ pub async fn keys(command: KeysCommand) -> anyhow::Result<ExitCode> {
                     "no tenant named {tenant:?}; create it with `aforo tenants create {tenant}`"
                 )
             })?;
-            let key = aforo_ingest::auth::create_key(store.as_ref(), &found, &label).await?;
+            let key = aforo_store::auth::create_key(store.as_ref(), &found, &label).await?;
             eprintln!("API key for tenant {tenant} (shown once; only its hash is stored):");
             println!("{}", key.plaintext);
         }

@@ -14,38 +14,14 @@ use clap::{Args, Subcommand};
 use serde_json::{Map, Value};
 use tonic::metadata::MetadataValue;
 
+use crate::client::Credentials;
+
 #[derive(Subcommand)]
 pub enum EventsCommand {
     /// Send events over gRPC: one from flags, or many from a JSON or NDJSON file.
     Send(SendArgs),
     /// Follow the events a server stores, as they arrive.
     Tail(TailArgs),
-}
-
-#[derive(Args, Clone)]
-pub struct Credentials {
-    /// API key (default: the standalone development key in --data-dir).
-    #[arg(long, env = "AFORO_API_KEY", hide_env_values = true)]
-    api_key: Option<String>,
-    /// Where `aforo standalone` keeps its development key.
-    #[arg(long, env = "AFORO_DATA_DIR", default_value = "aforo-data")]
-    data_dir: PathBuf,
-}
-
-impl Credentials {
-    fn key(&self) -> anyhow::Result<String> {
-        if let Some(key) = &self.api_key {
-            return Ok(key.trim().to_owned());
-        }
-        let file = self.data_dir.join("dev-api-key");
-        match std::fs::read_to_string(&file) {
-            Ok(key) => Ok(key.trim().to_owned()),
-            Err(_) => bail!(
-                "no API key: pass --api-key, set AFORO_API_KEY, or run `aforo standalone` here to create {}",
-                file.display()
-            ),
-        }
-    }
 }
 
 #[derive(Args)]

@@ -5,7 +5,10 @@
 //! talks to a running server like any client would.
 
 mod admin;
+mod catalog;
+mod client;
 mod events;
+mod manifests;
 mod roles;
 
 use clap::{Parser, Subcommand};
@@ -40,6 +43,20 @@ enum Command {
     /// Send events to a running server, or follow what it stores.
     #[command(subcommand)]
     Events(events::EventsCommand),
+    /// Apply catalog manifests (Meter, Product, RatePlan, …) like kubectl apply: all or nothing.
+    Apply(catalog::ApplyArgs),
+    /// The CustomResourceDefinitions.
+    #[command(subcommand)]
+    Crd(catalog::CrdCommand),
+    /// Show catalog versions.
+    #[command(subcommand)]
+    Catalog(catalog::CatalogCommand),
+    /// Create, list and import customers.
+    #[command(subcommand)]
+    Customers(catalog::CustomersCommand),
+    /// Create, list and change subscriptions.
+    #[command(subcommand)]
+    Subscriptions(catalog::SubscriptionsCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -68,6 +85,11 @@ fn main() -> std::process::ExitCode {
             Command::Tenants(cmd) => admin::tenants(cmd).await,
             Command::Keys(cmd) => admin::keys(cmd).await,
             Command::Events(cmd) => events::run(cmd).await,
+            Command::Apply(args) => catalog::apply(args).await,
+            Command::Crd(cmd) => catalog::crd(cmd),
+            Command::Catalog(cmd) => catalog::catalog(cmd).await,
+            Command::Customers(cmd) => catalog::customers(cmd).await,
+            Command::Subscriptions(cmd) => catalog::subscriptions(cmd).await,
         }
     });
     match result {

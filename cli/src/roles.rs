@@ -4,10 +4,19 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use std::time::Duration;
+
+use aforo_billing::catalog::CatalogApi;
+use aforo_billing::grpc::CatalogGrpc;
+use aforo_billing::rest::BillingState;
 use aforo_ingest::{IngestConfig, IngestServer, clock::SystemClock};
+use aforo_proto::v1::catalog_service_server::CatalogServiceServer;
 use aforo_store::Store;
+use aforo_store::auth::Authenticator;
+use aforo_store::cache::CatalogCache;
 use anyhow::Context;
 use clap::Args;
+use tonic::service::Routes;
 
 /// Where the embedded store and the development key live.
 #[derive(Args, Clone, Debug)]
@@ -54,6 +63,9 @@ pub fn redact(url: &str) -> String {
 pub struct StandaloneArgs {
     #[command(flatten)]
     store: StoreArgs,
+    /// A folder of catalog manifests, applied at start and whenever it changes.
+    #[arg(long, env = "AFORO_MANIFESTS")]
+    manifests: Option<PathBuf>,
     #[command(flatten)]
     ingest: IngestConfig,
 }
@@ -81,7 +93,7 @@ async fn first_start(store: &dyn Store, data_dir: &Path) -> anyhow::Result<()> {
         return Ok(());
     }
     let tenant = store.create_tenant(DEV_TENANT).await?;
-    let key = aforo_ingest::auth::create_key(store, &tenant, "development").await?;
+    let key = aforo_store::auth::create_key(store, &tenant, "development").await?;
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("cannot create {}", data_dir.display()))?;
     let key_file = data_dir.join(DEV_KEY_FILE);
@@ -131,13 +143,10 @@ async fn shutdown_signal() {
     tracing::info!("shutting down: draining in-flight requests");
 }
 
-async fn serve(
-    role: &str,
-    config: &IngestConfig,
-    store: Arc<dyn Store>,
-) -> anyhow::Result<ExitCode> {
-    let backend = store.backend();
-    let server = IngestServer::bind(config, store, Arc::new(SystemClock)).await?;
+/// How long a role trusts its cached catalog before asking the store again.
+const CATALOG_TTL: Duration = Duration::from_secs(5);
+
+async fn serve(role: &str, server: IngestServer, backend: &str) -> anyhow::Result<ExitCode> {
     // One line on stdout when ready: scripts and tests wait for it.
     println!(
         "aforo {role} ready: http=http://{} grpc={} store={backend}",
@@ -151,14 +160,38 @@ async fn serve(
 pub async fn standalone(args: StandaloneArgs) -> anyhow::Result<ExitCode> {
     let store = args.store.open().await?;
     first_start(store.as_ref(), &args.store.data_dir).await?;
-    serve("standalone", &args.ingest, store).await
+    let cache = Arc::new(CatalogCache::new(store.clone(), CATALOG_TTL));
+    let catalog = CatalogApi::new(store.clone(), cache.clone());
+    if let Some(dir) = &args.manifests {
+        let tenant = store.tenant_by_name(DEV_TENANT).await?.with_context(|| {
+            format!("--manifests applies to tenant {DEV_TENANT:?}, which does not exist")
+        })?;
+        let outcome = crate::manifests::apply(&catalog, tenant.id, dir).await?;
+        eprintln!("aforo: {outcome}");
+        crate::manifests::watch(catalog.clone(), tenant.id, dir.clone());
+    }
+    let auth = Authenticator::new(store.clone());
+    let backend = store.backend();
+    let billing_http = aforo_billing::rest::router(BillingState {
+        catalog: catalog.clone(),
+        store: store.clone(),
+        auth: auth.clone(),
+    });
+    let billing_grpc = Routes::new(CatalogServiceServer::new(CatalogGrpc::new(catalog, auth)));
+    let server = IngestServer::bind(&args.ingest, store, cache, Arc::new(SystemClock))
+        .await?
+        .extend(billing_http, billing_grpc);
+    serve("standalone", server, backend).await
 }
 
 pub async fn ingest(args: IngestArgs) -> anyhow::Result<ExitCode> {
     let store = aforo_store::open(&args.database_url)
         .await
         .with_context(|| format!("cannot open the store at {}", redact(&args.database_url)))?;
-    serve("ingest", &args.ingest, store).await
+    let cache = Arc::new(CatalogCache::new(store.clone(), CATALOG_TTL));
+    let backend = store.backend();
+    let server = IngestServer::bind(&args.ingest, store, cache, Arc::new(SystemClock)).await?;
+    serve("ingest", server, backend).await
 }
 
 #[cfg(test)]

@@ -190,12 +190,14 @@ pub enum RejectReason {
     SchemaPropertiesTooDeep,
     SchemaPropertiesTooLarge,
     SchemaMalformed,
+    SchemaMissingProperty,
+    SchemaPropertyType,
     TimestampInFuture,
     TimestampTooOld,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 15] = [
+    pub const ALL: [RejectReason; 17] = [
         RejectReason::SchemaMissingId,
         RejectReason::SchemaMissingSource,
         RejectReason::SchemaMissingType,
@@ -209,6 +211,8 @@ impl RejectReason {
         RejectReason::SchemaPropertiesTooDeep,
         RejectReason::SchemaPropertiesTooLarge,
         RejectReason::SchemaMalformed,
+        RejectReason::SchemaMissingProperty,
+        RejectReason::SchemaPropertyType,
         RejectReason::TimestampInFuture,
         RejectReason::TimestampTooOld,
     ];
@@ -228,6 +232,8 @@ impl RejectReason {
             RejectReason::SchemaPropertiesTooDeep => "SCHEMA_PROPERTIES_TOO_DEEP",
             RejectReason::SchemaPropertiesTooLarge => "SCHEMA_PROPERTIES_TOO_LARGE",
             RejectReason::SchemaMalformed => "SCHEMA_MALFORMED",
+            RejectReason::SchemaMissingProperty => "SCHEMA_MISSING_PROPERTY",
+            RejectReason::SchemaPropertyType => "SCHEMA_PROPERTY_TYPE",
             RejectReason::TimestampInFuture => "TIMESTAMP_IN_FUTURE",
             RejectReason::TimestampTooOld => "TIMESTAMP_TOO_OLD",
         }

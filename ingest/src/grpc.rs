@@ -12,11 +12,11 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::auth::{AuthError, Authenticator};
 use crate::committer::CommitError;
 use crate::config::RequestLimits;
 use crate::decode;
 use crate::pipeline::{BatchOutcome, Ingestor, Status as OutcomeStatus};
+use aforo_store::auth::{AuthError, Authenticator};
 
 /// Batches of one stream processed at once; answers may come out of order.
 const STREAM_IN_FLIGHT: usize = 8;

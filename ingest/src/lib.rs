@@ -14,7 +14,6 @@
 //! together through the [`committer::Committer`], which gathers concurrent
 //! requests into one transaction. Answers go out only after the commit.
 
-pub mod auth;
 pub mod clock;
 pub mod committer;
 pub mod config;

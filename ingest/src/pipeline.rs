@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use aforo_crds::{EventFlag, EventFlags, GateResults, RejectReason, Tier, validation_hash};
+use aforo_store::cache::CatalogCache;
 use aforo_store::{CommitBatch, CommitOutcome, NewEvent, NewRejection, Tenant};
 use uuid::Uuid;
 
@@ -59,6 +60,7 @@ pub struct BatchOutcome {
 
 pub struct Ingestor {
     committer: Committer,
+    catalog: Arc<CatalogCache>,
     clock: Arc<dyn Clock>,
     gates: GateConfig,
     node: String,
@@ -83,6 +85,7 @@ enum Slot {
 impl Ingestor {
     pub fn new(
         committer: Committer,
+        catalog: Arc<CatalogCache>,
         clock: Arc<dyn Clock>,
         gates: GateConfig,
         node: String,
@@ -90,6 +93,7 @@ impl Ingestor {
     ) -> Self {
         Ingestor {
             committer,
+            catalog,
             clock,
             gates,
             node,
@@ -113,12 +117,18 @@ impl Ingestor {
     ) -> Result<BatchOutcome, CommitError> {
         let started = Instant::now();
         let received_at = self.clock.now();
+        let catalog = self
+            .catalog
+            .latest(tenant.id)
+            .await
+            .map_err(|e| CommitError::Store(Arc::new(e)))?;
+        let snapshot = catalog.as_deref().map(|c| &c.snapshot);
         let mut batch = CommitBatch::default();
         let mut slots = Vec::with_capacity(candidates.len());
         let mut ids = Vec::with_capacity(candidates.len());
         for (position, candidate) in candidates.into_iter().enumerate() {
             ids.push(candidate.id.clone().unwrap_or_default());
-            match gates::evaluate(&candidate, front_door, &self.gates, received_at) {
+            match gates::evaluate(&candidate, front_door, &self.gates, snapshot, received_at) {
                 GateDecision::Admit(admitted) => {
                     let stored_id = Uuid::now_v7();
                     let gate_results = GateResults::accepted(admitted.late);
@@ -133,6 +143,9 @@ impl Ingestor {
                     let mut flags = EventFlags::default();
                     if admitted.late {
                         flags = flags.with(EventFlag::Late);
+                    }
+                    if admitted.unmetered {
+                        flags = flags.with(EventFlag::Unmetered);
                     }
                     slots.push(Slot::Event {
                         outcome: batch.events.len(),

@@ -23,11 +23,11 @@ use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
-use crate::auth::{AuthError, Authenticator};
 use crate::config::RequestLimits;
 use crate::decode;
 use crate::gates::EventCandidate;
 use crate::pipeline::{BatchOutcome, Ingestor};
+use aforo_store::auth::{AuthError, Authenticator};
 
 #[derive(Clone)]
 pub struct RestState {

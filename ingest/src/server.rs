@@ -10,7 +10,6 @@ use aforo_store::Store;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
-use crate::auth::Authenticator;
 use crate::clock::Clock;
 use crate::committer::Committer;
 use crate::config::IngestConfig;
@@ -18,6 +17,8 @@ use crate::grpc::IngestGrpc;
 use crate::metrics::Metrics;
 use crate::pipeline::Ingestor;
 use crate::rest::{self, RestState};
+use aforo_store::auth::Authenticator;
+use aforo_store::cache::CatalogCache;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -42,12 +43,15 @@ pub struct IngestServer {
     rest: RestState,
     grpc_service: IngestGrpc,
     max_body_bytes: usize,
+    extra_http: axum::Router,
+    extra_grpc: tonic::service::Routes,
 }
 
 impl IngestServer {
     pub async fn bind(
         config: &IngestConfig,
         store: Arc<dyn Store>,
+        catalog: Arc<CatalogCache>,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, ServeError> {
         let listen = |addr: SocketAddr| async move {
@@ -65,6 +69,7 @@ impl IngestServer {
         );
         let ingestor = Arc::new(Ingestor::new(
             committer,
+            catalog,
             clock,
             config.gates(),
             config.node_name(),
@@ -83,7 +88,17 @@ impl IngestServer {
             },
             grpc_service: IngestGrpc::new(ingestor, auth, limits),
             max_body_bytes: config.max_body_bytes,
+            extra_http: axum::Router::new(),
+            extra_grpc: tonic::service::Routes::default(),
         })
+    }
+
+    /// Serves another role's HTTP routes and gRPC services on the same
+    /// ports (how `aforo standalone` runs every role in one process).
+    pub fn extend(mut self, http: axum::Router, grpc: tonic::service::Routes) -> Self {
+        self.extra_http = self.extra_http.merge(http);
+        self.extra_grpc = grpc;
+        self
     }
 
     pub fn http_addr(&self) -> SocketAddr {
@@ -126,17 +141,20 @@ impl IngestServer {
             .build_v1alpha()?;
         let ingest = IngestServiceServer::new(self.grpc_service)
             .max_decoding_message_size(self.max_body_bytes);
-        let grpc = tonic::transport::Server::builder()
+        let routes = self
+            .extra_grpc
             .add_service(health_service)
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
-            .add_service(ingest)
+            .add_service(ingest);
+        let grpc = tonic::transport::Server::builder()
+            .add_routes(routes)
             .serve_with_incoming_shutdown(
                 TcpListenerStream::new(self.grpc),
                 stopped(stop_rx.clone()),
             );
 
-        let app = rest::router(self.rest);
+        let app = rest::router(self.rest).merge(self.extra_http);
         let http = axum::serve(self.http, app).with_graceful_shutdown(stopped(stop_rx));
 
         let (grpc, http) = tokio::join!(grpc, async { http.await.map_err(ServeError::Http) });

@@ -13,6 +13,8 @@
 //!
 //! Each backend knows its own SQL; nothing outside this crate writes SQL.
 
+pub mod auth;
+pub mod cache;
 mod error;
 mod migrate;
 mod model;

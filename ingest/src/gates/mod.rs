@@ -6,7 +6,8 @@
 //!    store in the same transaction as the write, so it is exact.
 //! 4. [`late_arrival`]: older than the late bound → accepted, flagged LATE.
 //!
-//! Gates are pure functions of the candidate, the configuration and `now`.
+//! Gates are pure functions of the candidate, the catalog, the configuration
+//! and `now`.
 //! [`evaluate`] runs gates 1, 2 and 4 and computes the key for gate 3; the
 //! late verdict only matters for an event that gate 3 finds new.
 
@@ -15,6 +16,7 @@ pub mod late_arrival;
 pub mod schema;
 pub mod timestamp;
 
+use aforo_crds::compile::CatalogSnapshot;
 use aforo_crds::{RejectReason, SourceEvent, Tier};
 use chrono::{DateTime, Duration, Utc};
 use serde_json::Value;
@@ -71,6 +73,8 @@ pub struct Admitted {
     pub properties_json: String,
     pub dedup_key: String,
     pub late: bool,
+    /// A catalog exists and no meter takes this event's type.
+    pub unmetered: bool,
 }
 
 /// Why an event was turned away.
@@ -86,16 +90,24 @@ pub enum GateDecision {
     Reject(Rejected),
 }
 
-/// Runs the gates over one candidate.
+/// Runs the gates over one candidate. `catalog` is the tenant's catalog in
+/// force, `None` before the first one is applied (then no event is flagged
+/// UNMETERED: there is nothing yet to be metered by).
 pub fn evaluate(
     candidate: &EventCandidate,
     front_door: Tier,
     config: &GateConfig,
+    catalog: Option<&CatalogSnapshot>,
     now: DateTime<Utc>,
 ) -> GateDecision {
     let (event, properties_json) = match schema::check(candidate, front_door, &config.schema) {
         Ok(checked) => checked,
         Err(rejected) => return GateDecision::Reject(rejected),
+    };
+    let unmetered = match catalog.map(|c| schema::check_meters(&event, c)) {
+        None => false,
+        Some(Ok(metered)) => !metered,
+        Some(Err(rejected)) => return GateDecision::Reject(rejected),
     };
     if let Err(rejected) = timestamp::check(event.time, now, config) {
         return GateDecision::Reject(rejected);
@@ -107,6 +119,7 @@ pub fn evaluate(
         properties_json,
         dedup_key,
         late,
+        unmetered,
     })
 }
 
@@ -133,7 +146,7 @@ mod tests {
     }
 
     fn verdict(c: &EventCandidate) -> Result<bool, RejectReason> {
-        match evaluate(c, Tier::Rest, &GateConfig::default(), now()) {
+        match evaluate(c, Tier::Rest, &GateConfig::default(), None, now()) {
             GateDecision::Admit(a) => Ok(a.late),
             GateDecision::Reject(r) => Err(r.reason),
         }
@@ -152,6 +165,54 @@ mod tests {
         assert_eq!(verdict(&ancient), Err(RejectReason::TimestampTooOld));
         assert_eq!(verdict(&late), Ok(true));
         assert_eq!(verdict(&no_id), Err(RejectReason::SchemaMissingId));
+    }
+
+    fn catalog() -> CatalogSnapshot {
+        serde_json::from_value(json!({
+            "meters": {"tokens": {
+                "eventType": "tokens", "aggregation": "SUM", "valueProperty": "$.tokens",
+                "requiredProperties": [{"name": "tokens", "type": "number"}]
+            }},
+            "products": {}, "ratePlans": {}, "webhookSources": {}, "usageAlerts": {}
+        }))
+        .unwrap()
+    }
+
+    fn with_catalog(c: &EventCandidate) -> Result<bool, RejectReason> {
+        match evaluate(
+            c,
+            Tier::Rest,
+            &GateConfig::default(),
+            Some(&catalog()),
+            now(),
+        ) {
+            GateDecision::Admit(a) => Ok(a.unmetered),
+            GateDecision::Reject(r) => Err(r.reason),
+        }
+    }
+
+    #[test]
+    fn meters_name_the_properties_their_events_must_carry() {
+        let ok = candidate(Some("a"), now());
+        assert_eq!(with_catalog(&ok), Ok(false));
+        let mut missing = candidate(Some("b"), now());
+        missing.properties = Some(json!({"chars": 5}));
+        assert_eq!(
+            with_catalog(&missing),
+            Err(RejectReason::SchemaMissingProperty)
+        );
+        let mut text = candidate(Some("c"), now());
+        text.properties = Some(json!({"tokens": "5"}));
+        assert_eq!(with_catalog(&text), Err(RejectReason::SchemaPropertyType));
+    }
+
+    #[test]
+    fn an_event_no_meter_takes_is_accepted_and_flagged_unmetered() {
+        let mut other = candidate(Some("d"), now());
+        other.event_type = Some("calls".into());
+        assert_eq!(with_catalog(&other), Ok(true));
+        // Before any catalog there is nothing to be unmetered by.
+        assert_eq!(verdict(&other), Ok(false));
     }
 
     #[test]

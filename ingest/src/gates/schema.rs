@@ -1,5 +1,7 @@
 //! Gate 1: the schema. Required fields present, well formed and bounded.
 
+use aforo_crds::catalog::PropertyType;
+use aforo_crds::compile::CatalogSnapshot;
 use aforo_crds::{RejectReason, SourceEvent, Tier, canonical};
 use chrono::{DateTime, SubsecRound, Utc};
 use serde_json::{Map, Value};
@@ -182,6 +184,46 @@ pub fn check(
         },
         properties_json,
     ))
+}
+
+/// The catalog half of the schema gate: every meter that takes the event's
+/// type names properties the event must carry, with their JSON types.
+/// Returns whether any meter takes the event (false: UNMETERED).
+pub fn check_meters(event: &SourceEvent, catalog: &CatalogSnapshot) -> Result<bool, Rejected> {
+    let mut metered = false;
+    for (name, meter) in catalog.meters_for(&event.event_type) {
+        metered = true;
+        for required in &meter.required_properties {
+            let Some(value) = event.properties.get(&required.name) else {
+                return Err(reject(
+                    RejectReason::SchemaMissingProperty,
+                    format!(
+                        "meter {name:?} needs property `{}` on {:?} events",
+                        required.name, event.event_type
+                    ),
+                ));
+            };
+            let fits = match required.property_type {
+                PropertyType::String => value.is_string(),
+                PropertyType::Number => value.is_number(),
+                PropertyType::Boolean => value.is_boolean(),
+                PropertyType::Object => value.is_object(),
+                PropertyType::Array => value.is_array(),
+            };
+            if !fits {
+                return Err(reject(
+                    RejectReason::SchemaPropertyType,
+                    format!(
+                        "meter {name:?} needs property `{}` to be {:?}, not {}",
+                        required.name,
+                        required.property_type,
+                        json_kind(value)
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(metered)
 }
 
 fn truncate_to_micros(time: DateTime<Utc>) -> DateTime<Utc> {

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use aforo_store::{Store, StoreError, Tenant};
+use crate::{Store, StoreError, Tenant};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 

@@ -1,0 +1,119 @@
+//! CSV import of customers: `external_id,name,currency,tax_region` and any
+//! further columns as metadata. Every row gets its own result; a bad row
+//! does not stop the others.
+
+use aforo_store::CustomerInput;
+use serde_json::{Map, Value};
+
+/// One row's reading: a customer, or why not.
+pub type Row = Result<CustomerInput, String>;
+
+/// Reads the CSV; fails as a whole only when the header is unusable.
+pub fn read_csv(text: &str) -> Result<Vec<Row>, String> {
+    let mut reader = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .from_reader(text.as_bytes());
+    let headers = reader
+        .headers()
+        .map_err(|e| format!("cannot read the header: {e}"))?
+        .clone();
+    let column = |name: &str| headers.iter().position(|h| h == name);
+    let external_id = column("external_id").ok_or("the header has no `external_id` column")?;
+    let name = column("name").ok_or("the header has no `name` column")?;
+    let currency = column("currency");
+    let tax_region = column("tax_region");
+    let known = [Some(external_id), Some(name), currency, tax_region];
+    let mut rows = Vec::new();
+    for (n, record) in reader.records().enumerate() {
+        let line = n + 2;
+        let row = match record {
+            Err(e) => Err(format!("line {line}: {e}")),
+            Ok(record) => {
+                let get = |i: Option<usize>| {
+                    i.and_then(|i| record.get(i))
+                        .filter(|v| !v.is_empty())
+                        .map(str::to_owned)
+                };
+                let mut metadata = Map::new();
+                for (i, header) in headers.iter().enumerate() {
+                    if !known.contains(&Some(i))
+                        && let Some(v) = record.get(i).filter(|v| !v.is_empty())
+                    {
+                        metadata.insert(header.to_owned(), Value::String(v.to_owned()));
+                    }
+                }
+                match (get(Some(external_id)), get(Some(name))) {
+                    (Some(external_id), Some(name)) => Ok(CustomerInput {
+                        external_id,
+                        name,
+                        currency: get(currency),
+                        tax_region: get(tax_region),
+                        metadata,
+                    }),
+                    _ => Err(format!("line {line}: external_id and name are required")),
+                }
+            }
+        };
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
+/// Checks a customer before it is stored.
+pub fn check(customer: &CustomerInput) -> Result<(), String> {
+    if customer.external_id.trim().is_empty() || customer.external_id.len() > 256 {
+        return Err("external_id must be 1 to 256 bytes".into());
+    }
+    if customer.name.trim().is_empty() {
+        return Err("name is required".into());
+    }
+    if let Some(code) = &customer.currency
+        && aforo_crds::currency::minor_units(code).is_none()
+    {
+        return Err(format!(
+            "currency {code:?} is not a known ISO 4217 currency"
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_read_with_extra_columns_as_metadata() {
+        let rows = read_csv(
+            "external_id,name,currency,tax_region,segment\n\
+             cus_1, Initech ,EUR,DE,smb\n\
+             ,Nameless,EUR,DE,\n\
+             cus_3,Globex,,,enterprise\n",
+        )
+        .unwrap();
+        let first = rows[0].as_ref().unwrap();
+        assert_eq!(first.name, "Initech");
+        assert_eq!(first.metadata["segment"], "smb");
+        assert!(rows[1].as_ref().unwrap_err().contains("line 3"));
+        assert_eq!(rows[2].as_ref().unwrap().currency, None);
+    }
+
+    #[test]
+    fn a_header_without_ids_is_refused() {
+        assert!(
+            read_csv("id,name\n1,a\n")
+                .unwrap_err()
+                .contains("external_id")
+        );
+    }
+
+    #[test]
+    fn currencies_are_checked() {
+        let c = CustomerInput {
+            external_id: "c".into(),
+            name: "n".into(),
+            currency: Some("EURO".into()),
+            ..Default::default()
+        };
+        assert!(check(&c).unwrap_err().contains("EURO"));
+    }
+}

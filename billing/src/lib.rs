@@ -1,0 +1,15 @@
+//! The billing role. Today: the owner of the catalog, and of the business
+//! data it prices (customers and subscriptions).
+//!
+//! Manifests (from `aforo apply`, the manifests folder or the operator) come
+//! in through the catalog API as resources; [`catalog::CatalogApi`] compiles
+//! them (`aforo_crds::compile`) against the version in force and stores a new
+//! immutable version when the content changed. Customers and subscriptions
+//! come in through the admin API, the CLI and CSV import.
+//!
+//! Pricing math, bill runs, invoices and monitors join this crate next.
+
+pub mod catalog;
+pub mod customers;
+pub mod grpc;
+pub mod rest;

@@ -1,0 +1,485 @@
+//! The billing role's HTTP API.
+//!
+//! | route | what |
+//! |---|---|
+//! | `POST /v1/catalog/apply` | `{"resources": [...]}`; all or nothing; 422 lists every error |
+//! | `GET /v1/catalog` | the version in force, with its snapshot |
+//! | `GET /v1/catalog/versions` | every version, without snapshots |
+//! | `GET /v1/catalog/versions/{n}` | one version, with its snapshot |
+//! | `POST /v1/customers`, `GET /v1/customers`, `GET /v1/customers/{id}` | upsert by external id; list by cursor |
+//! | `POST /v1/customers/import` | CSV (`text/csv`); a result per row |
+//! | `POST /v1/subscriptions`, `GET /v1/subscriptions?customer=` | create; list with phases |
+//! | `POST /v1/subscriptions/{id}/plan` | `{"rate_plan", "effective_at"}`: a plan change |
+
+use std::sync::Arc;
+
+use aforo_store::auth::{AuthError, Authenticator};
+use aforo_store::{
+    CatalogVersion, Customer, CustomerInput, Store, StoreError, Subscription, SubscriptionInput,
+    Tenant,
+};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::catalog::{ApplyError, CatalogApi};
+use crate::customers;
+
+#[derive(Clone)]
+pub struct BillingState {
+    pub catalog: CatalogApi,
+    pub store: Arc<dyn Store>,
+    pub auth: Authenticator,
+}
+
+pub fn router(state: BillingState) -> Router {
+    Router::new()
+        .route("/v1/catalog", get(latest))
+        .route("/v1/catalog/apply", post(apply))
+        .route("/v1/catalog/versions", get(versions))
+        .route("/v1/catalog/versions/{version}", get(version))
+        .route("/v1/customers", get(list_customers).post(upsert_customer))
+        .route("/v1/customers/import", post(import_customers))
+        .route("/v1/customers/{id}", get(customer))
+        .route(
+            "/v1/subscriptions",
+            get(list_subscriptions).post(create_subscription),
+        )
+        .route("/v1/subscriptions/{id}/plan", post(change_plan))
+        .with_state(state)
+}
+
+/// `{"error": {"code", "message", "details"?}}` with an HTTP status.
+pub struct ApiError(StatusCode, &'static str, String, Option<Value>);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut error = json!({"code": self.1, "message": self.2});
+        if let Some(details) = self.3 {
+            error["details"] = details;
+        }
+        let mut response = (self.0, Json(json!({ "error": error }))).into_response();
+        if self.0 == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
+    }
+}
+
+fn invalid(message: impl Into<String>) -> ApiError {
+    ApiError(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "INVALID",
+        message.into(),
+        None,
+    )
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(m) => ApiError(StatusCode::NOT_FOUND, "NOT_FOUND", m, None),
+            StoreError::Invalid(m) => invalid(m),
+            StoreError::Conflict(m) => ApiError(StatusCode::CONFLICT, "CONFLICT", m, None),
+            other => ApiError(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "UNAVAILABLE",
+                other.to_string(),
+                None,
+            ),
+        }
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::Store(s) => s.into(),
+            other => ApiError(
+                StatusCode::UNAUTHORIZED,
+                "UNAUTHENTICATED",
+                other.to_string(),
+                None,
+            ),
+        }
+    }
+}
+
+impl From<ApplyError> for ApiError {
+    fn from(e: ApplyError) -> Self {
+        match e {
+            ApplyError::Invalid(errors) => ApiError(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "INVALID_CATALOG",
+                format!(
+                    "{} errors; nothing was applied:\n{}",
+                    errors.len(),
+                    errors
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join("\n")
+                ),
+                Some(serde_json::to_value(&errors).unwrap_or_default()),
+            ),
+            ApplyError::Store(s) => s.into(),
+        }
+    }
+}
+
+async fn tenant(state: &BillingState, headers: &HeaderMap) -> Result<Tenant, ApiError> {
+    let header = headers
+        .get(header::AUTHORIZATION)
+        .map(|v| v.to_str().map_err(|_| AuthError::Malformed))
+        .transpose()?;
+    Ok(state.auth.authenticate(header).await?)
+}
+
+fn time(t: &DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+fn version_json(v: &CatalogVersion, with_snapshot: bool) -> Value {
+    let mut out = json!({
+        "version": v.version,
+        "content_hash": v.content_hash,
+        "effective_from": v.effective_from.as_ref().map(time),
+        "applied_at": time(&v.applied_at),
+    });
+    if with_snapshot {
+        out["snapshot"] = serde_json::from_str(&v.snapshot).unwrap_or(Value::Null);
+    }
+    out
+}
+
+#[derive(Deserialize)]
+struct ApplyBody {
+    resources: Vec<Value>,
+}
+
+async fn apply(
+    State(state): State<BillingState>,
+    headers: HeaderMap,
+    body: Json<ApplyBody>,
+) -> Result<Json<Value>, ApiError> {
+    let tenant = tenant(&state, &headers).await?;
+    let values = body
+        .0
+        .resources
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| (format!("resource {}", i + 1), v))
+        .collect();
+    let resources = CatalogApi::parse(values)?;
+    let applied = state.catalog.apply(tenant.id, &resources).await?;
+    let mut out = version_json(&applied.catalog.version, false);
+    out["created"] = json!(applied.catalog.created);
+    out["skipped"] = json!(applied.skipped);
+    Ok(Json(out))
+}
+
+async fn latest(
+    State(state): State<BillingState>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let tenant = tenant(&state, &headers).await?;
+    let v = state.catalog.get(tenant.id, None).await?.ok_or_else(|| {
+        ApiError(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            "no catalog has been applied yet".into(),
+            None,
+        )
+    })?;
+    Ok(Json(version_json(&v, true)))
+}
+
+async fn versions(
+    State(state): State<BillingState>,
+    headers: HeaderMap,
+) -> Result<Json<Value>, ApiError> {
+    let tenant = tenant(&state, &headers).await?;
+    let all = state.catalog.list(tenant.id).await?;
+    Ok(Json(
+        json!({"versions": all.iter().map(|v| version_json(v, false)).collect::<Vec<_>>()}),
+    ))
+}
+
+async fn version(
+    State(state): State<BillingState>,
+    headers: HeaderMap,
+    Path(version): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let tenant = tenant(&state, &headers).await?;
+    let n: i64 = version.parse().map_err(|_| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            "INVALID_PATH",
+            format!("{version:?} is not a version number"),
+            None,
+        )
+    })?;
+    let v = state
+        .catalog
+        .get(tenant.id, Some(n))
+        .await?
+        .ok_or_else(|| {
+            ApiError(
+                StatusCode::NOT_FOUND,
+                "NOT_FOUND",
+                format!("no catalog version {n}"),
+                None,
+            )
+        })?;
+    Ok(Json(version_json(&v, true)))
+}
+
+fn customer_json(c: &Customer) -> Value {
+    json!({
+        "id": c.external_id,
+        "name": c.name,
+        "currency": c.currency,
+        "tax_region": c.tax_region,
+        "metadata": Value::Object(c.metadata.clone()),
+        "created_at": time(&c.created_at),
+        "updated_at": time(&c.updated_at),
+    })
+}
+
+#[derive(Deserialize)]
+struct CustomerBody {
+    id: String,
+    name: String,
+    currency: Option<String>,
+    tax_region: Option<String>,
+    #[serde(default)]
+    metadata: serde_json::Map<String, Value>,
+}
+
+async fn upsert_customer(
+    State(state): State<BillingState>,
+    headers: HeaderMap,
+    body: Json<CustomerBody>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let tenant = tenant(&state, &headers).await?;
+    let body = body.0;
+    let input = CustomerInput {
+        external_id: body.id,
+        name: body.name,
+        currency: body.currency,
+        tax_region: body.tax_region,
+        metadata: body.metadata,
+    };
+    customers::check(&input).map_err(invalid)?;
+    let (customer, created) = state.store.upsert_customer(tenant.id, &input).await?;
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    Ok((status, Json(customer_json(&customer))))
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    after: Option<String>,
+    limit: Option<u32>,
+}
+
+async fn list_customers(
+    State(state): State<BillingState>,
+    headers: HeaderMap,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let tenant = tenant(&state, &headers).await?;
+    let limit = q.limit.unwrap_or(100);
+    let page = state
+        .store
+        .list_customers(tenant.id, q.after.as_deref(), limit)
+        .await?;
+    let next = (page.len() as u32 >= limit)
+        .then(|| page.last().map(|c| c.external_id.clone()))
+        .flatten();
+    Ok(Json(json!({
+        "customers": page.iter().map(customer_json).collect::<Vec<_>>(),
+        "next_cursor": next,
+    })))
+}
+
+async fn customer(
+    State(state): State<BillingState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let tenant = tenant(&state, &headers).await?;
+    let c = state.store.customer(tenant.id, &id).await?.ok_or_else(|| {
+        ApiError(
+            StatusCode::NOT_FOUND,
+            "NOT_FOUND",
+            format!("no customer {id:?}"),
+            None,
+        )
+    })?;
+    Ok(Json(customer_json(&c)))
+}
+
+async fn import_customers(
+    State(state): State<BillingState>,
+    headers: HeaderMap,
+    body: String,
+) -> Result<Json<Value>, ApiError> {
+    let tenant = tenant(&state, &headers).await?;
+    let rows = customers::read_csv(&body).map_err(invalid)?;
+    let (mut created, mut updated, mut failed) = (0, 0, 0);
+    let mut results = Vec::new();
+    for row in rows {
+        let result = match row.and_then(|c| customers::check(&c).map(|_| c)) {
+            Err(reason) => {
+                failed += 1;
+                json!({"status": "FAILED", "reason": reason})
+            }
+            Ok(input) => match state.store.upsert_customer(tenant.id, &input).await {
+                Ok((c, true)) => {
+                    created += 1;
+                    json!({"status": "CREATED", "id": c.external_id})
+                }
+                Ok((c, false)) => {
+                    updated += 1;
+                    json!({"status": "UPDATED", "id": c.external_id})
+                }
+                Err(e) => return Err(e.into()),
+            },
+        };
+        results.push(result);
+    }
+    Ok(Json(
+        json!({"created": created, "updated": updated, "failed": failed, "results": results}),
+    ))
+}
+
+fn subscription_json(s: &Subscription) -> Value {
+    json!({
+        "id": s.id.to_string(),
+        "customer": s.customer,
+        "starts_at": time(&s.starts_at),
+        "ends_at": s.ends_at.as_ref().map(time),
+        "billing_anchor_day": s.billing_anchor_day,
+        "phases": s.phases.iter().map(|p| json!({
+            "rate_plan": p.rate_plan,
+            "starts_at": time(&p.starts_at),
+            "ends_at": p.ends_at.as_ref().map(time),
+            "recorded_at": time(&p.recorded_at),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+#[derive(Deserialize)]
+struct SubscriptionBody {
+    customer: String,
+    rate_plan: String,
+    starts_at: DateTime<Utc>,
+    ends_at: Option<DateTime<Utc>>,
+    billing_anchor_day: Option<u8>,
+}
+
+async fn create_subscription(
+    State(state): State<BillingState>,
+    headers: HeaderMap,
+    body: Json<SubscriptionBody>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    let tenant = tenant(&state, &headers).await?;
+    let b = body.0;
+    if !state.catalog.has_rate_plan(tenant.id, &b.rate_plan).await? {
+        return Err(invalid(format!(
+            "no RatePlan {:?} in the catalog in force",
+            b.rate_plan
+        )));
+    }
+    if b.billing_anchor_day.is_some_and(|d| !(1..=28).contains(&d)) {
+        return Err(invalid("billing_anchor_day must be from 1 to 28"));
+    }
+    if b.ends_at.is_some_and(|end| end <= b.starts_at) {
+        return Err(invalid("ends_at must be after starts_at"));
+    }
+    let sub = state
+        .store
+        .create_subscription(
+            tenant.id,
+            &SubscriptionInput {
+                customer: b.customer,
+                rate_plan: b.rate_plan,
+                starts_at: b.starts_at,
+                ends_at: b.ends_at,
+                billing_anchor_day: b.billing_anchor_day,
+            },
+        )
+        .await?;
+    Ok((StatusCode::CREATED, Json(subscription_json(&sub))))
+}
+
+#[derive(Deserialize)]
+struct SubscriptionQuery {
+    customer: Option<String>,
+}
+
+async fn list_subscriptions(
+    State(state): State<BillingState>,
+    headers: HeaderMap,
+    Query(q): Query<SubscriptionQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let tenant = tenant(&state, &headers).await?;
+    let subs = state
+        .store
+        .subscriptions(tenant.id, q.customer.as_deref())
+        .await?;
+    Ok(Json(
+        json!({"subscriptions": subs.iter().map(subscription_json).collect::<Vec<_>>()}),
+    ))
+}
+
+#[derive(Deserialize)]
+struct PlanChange {
+    rate_plan: String,
+    effective_at: DateTime<Utc>,
+}
+
+async fn change_plan(
+    State(state): State<BillingState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Json<PlanChange>,
+) -> Result<Json<Value>, ApiError> {
+    let tenant = tenant(&state, &headers).await?;
+    let id: Uuid = id.parse().map_err(|_| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            "INVALID_PATH",
+            format!("{id:?} is not a subscription id"),
+            None,
+        )
+    })?;
+    if !state
+        .catalog
+        .has_rate_plan(tenant.id, &body.rate_plan)
+        .await?
+    {
+        return Err(invalid(format!(
+            "no RatePlan {:?} in the catalog in force",
+            body.rate_plan
+        )));
+    }
+    let sub = state
+        .store
+        .change_plan(tenant.id, id, &body.rate_plan, body.effective_at)
+        .await?;
+    Ok(Json(subscription_json(&sub)))
+}

@@ -1,0 +1,393 @@
+//! The catalog end to end: `aforo apply` against a real standalone server,
+//! versions, all-or-nothing errors, the manifests folder, customers and
+//! subscriptions, and the schema gate reading the meters.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use common::{Backend, Server};
+use serde_json::{Value, json};
+
+fn examples() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples"))
+}
+
+/// A copy of the examples in `dir`, with `edit` applied to rate-plans.yaml.
+fn examples_with(dir: &Path, edit: impl Fn(String) -> String) -> PathBuf {
+    let out = dir.join("catalog");
+    std::fs::create_dir_all(&out).unwrap();
+    for entry in std::fs::read_dir(examples()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            let mut text = std::fs::read_to_string(&path).unwrap();
+            if path.file_name().unwrap() == "rate-plans.yaml" {
+                text = edit(text);
+            }
+            std::fs::write(out.join(path.file_name().unwrap()), text).unwrap();
+        }
+    }
+    out
+}
+
+async fn apply(server: &Server, path: &Path) -> (bool, String, String) {
+    let http = server.http.clone();
+    server
+        .cli(&["apply", "-f", path.to_str().unwrap(), "--http", &http])
+        .await
+}
+
+async fn catalog_on(backend: Backend) {
+    let server = Server::start(backend).await;
+    let (ok, out, err) = apply(&server, &examples()).await;
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("catalog version 1 created"), "{out}");
+
+    let (ok, out, _) = apply(&server, &examples()).await;
+    assert!(ok);
+    assert!(out.contains("catalog version 1 unchanged"), "{out}");
+    let (_, versions) = server.get("/v1/catalog/versions").await;
+    assert_eq!(
+        versions["versions"].as_array().unwrap().len(),
+        1,
+        "applying again wrote nothing"
+    );
+
+    // One price changes, from December on.
+    let dir = tempfile::tempdir().unwrap();
+    let changed = examples_with(dir.path(), |text| {
+        text.replacen("unitPrice: \"0.00002\"", "unitPrice: \"0.000018\"", 1)
+            .replacen(
+                "effectiveFrom: \"2026-01-01T00:00:00Z\"",
+                "effectiveFrom: \"2026-12-01T00:00:00Z\"",
+                1,
+            )
+    });
+    let (ok, out, err) = apply(&server, &changed).await;
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("catalog version 2 created"), "{out}");
+    assert!(out.contains("effective from 2026-12-01T00:00:00"), "{out}");
+
+    let price = |v: &Value| {
+        v["snapshot"]["ratePlans"]["translation-pro"]["charges"][0]["graduated"][0]["unitPrice"]
+            .clone()
+    };
+    let (_, v1) = server.get("/v1/catalog/versions/1").await;
+    let (_, v2) = server.get("/v1/catalog/versions/2").await;
+    assert_eq!(price(&v1), "0.00002");
+    assert_eq!(price(&v2), "0.000018");
+    assert_eq!(v2["effective_from"], "2026-12-01T00:00:00.000000Z");
+    assert_ne!(v1["content_hash"], v2["content_hash"]);
+    let (_, latest) = server.get("/v1/catalog").await;
+    assert_eq!(latest["version"], 2);
+}
+
+#[tokio::test]
+async fn apply_creates_versions_and_identical_content_changes_nothing_on_sqlite() {
+    catalog_on(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn apply_creates_versions_and_identical_content_changes_nothing_on_postgres() {
+    catalog_on(Backend::Postgres).await;
+}
+
+#[tokio::test]
+async fn a_broken_folder_applies_nothing_and_names_every_error() {
+    let server = Server::start(Backend::Sqlite).await;
+    let dir = tempfile::tempdir().unwrap();
+    let broken = examples_with(dir.path(), |text| {
+        text.replace("currency: EUR", "currency: EUX")
+            .replace("productRef: ai-agents", "productRef: agents")
+            .replace("unitPrice: \"0.05\"", "unitPrice: \"five cents\"")
+    });
+    let (ok, _, err) = apply(&server, &broken).await;
+    assert!(!ok);
+    for expected in [
+        "3 errors",
+        r#"RatePlan/translation-pro: spec.currency: "EUX" is not a known ISO 4217 currency"#,
+        r#"RatePlan/ai-agents-usage: spec.productRef: no Product named "agents""#,
+        r#"RatePlan/ai-agents-usage: spec.charges[0].perUnit.unitPrice: "five cents" is not a decimal number"#,
+    ] {
+        assert!(err.contains(expected), "no {expected:?} in:\n{err}");
+    }
+    let (status, _) = server.get("/v1/catalog").await;
+    assert_eq!(status, 404, "nothing was applied");
+
+    // A document that is no aforo resource is named with its file and position.
+    std::fs::write(
+        broken.join("zz-typo.yaml"),
+        "apiVersion: aforo.io/v1alpha1\nkind: Metre\nmetadata: {name: x}\n",
+    )
+    .unwrap();
+    let (ok, _, err) = apply(&server, &broken).await;
+    assert!(!ok);
+    assert!(err.contains("\"Metre\" is not an aforo kind"), "{err}");
+    assert!(err.contains("zz-typo.yaml, document 1"), "{err}");
+}
+
+#[tokio::test]
+async fn the_catalog_api_speaks_grpc_too() {
+    use aforo_proto::v1 as pb;
+    let server = Server::start(Backend::Sqlite).await;
+    let channel = tonic::transport::Channel::from_shared(server.grpc.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = pb::catalog_service_client::CatalogServiceClient::new(channel);
+    let request = |resources: Vec<String>| {
+        let mut r = tonic::Request::new(pb::ApplyCatalogRequest {
+            resources_json: resources,
+        });
+        r.metadata_mut().insert(
+            "authorization",
+            format!("Bearer {}", server.key).parse().unwrap(),
+        );
+        r
+    };
+    let meter = json!({"apiVersion": "aforo.io/v1alpha1", "kind": "Meter", "metadata": {"name": "calls"},
+                       "spec": {"eventType": "api.call", "aggregation": "COUNT"}});
+    let answer = client
+        .apply(request(vec![meter.to_string()]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(answer.created);
+    assert_eq!(answer.version.unwrap().version, 1);
+
+    let bad = json!({"apiVersion": "aforo.io/v1alpha1", "kind": "Meter", "metadata": {"name": "calls"},
+                     "spec": {"eventType": "api.call", "aggregation": "SUM"}});
+    let answer = client
+        .apply(request(vec![bad.to_string()]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(answer.version.is_none());
+    assert_eq!(answer.errors.len(), 1);
+    assert_eq!(answer.errors[0].name, "calls");
+    assert!(
+        answer.errors[0]
+            .message
+            .contains("valueProperty is required")
+    );
+
+    let mut get = tonic::Request::new(pb::GetCatalogRequest { version: 0 });
+    get.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {}", server.key).parse().unwrap(),
+    );
+    let latest = client.get(get).await.unwrap().into_inner();
+    assert_eq!(latest.version, 1);
+    assert!(latest.snapshot_json.contains("api.call"));
+}
+
+#[tokio::test]
+async fn the_manifests_folder_is_applied_at_start_and_on_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = examples_with(dir.path(), |t| t);
+    let server =
+        Server::start_with(Backend::Sqlite, &["--manifests", folder.to_str().unwrap()]).await;
+    let (_, v) = server.get("/v1/catalog").await;
+    assert_eq!(v["version"], 1, "applied at start: {v}");
+
+    let plans = folder.join("rate-plans.yaml");
+    let text = std::fs::read_to_string(&plans)
+        .unwrap()
+        .replacen("amount: \"49.00\"", "amount: \"59.00\"", 1)
+        .replacen(
+            "effectiveFrom: \"2026-01-01T00:00:00Z\"",
+            "effectiveFrom: \"2027-01-01T00:00:00Z\"",
+            1,
+        );
+    std::fs::write(&plans, text).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, v) = server.get("/v1/catalog").await;
+        if v["version"] == 2 {
+            assert_eq!(
+                v["snapshot"]["ratePlans"]["translation-pro"]["recurringFees"][0]["amount"],
+                "59.00"
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the change was not applied within 30 s: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn meters_gate_their_events_and_unmetered_events_are_flagged() {
+    let server = Server::start(Backend::Sqlite).await;
+    let now = Utc::now().to_rfc3339();
+    let batch = |prefix: &str| {
+        json!([
+            {"id": format!("{prefix}1"), "source": "s", "type": "translation.characters", "customer": "acme",
+             "time": now, "properties": {"characters": 1200, "lang": "de"}},
+            {"id": format!("{prefix}2"), "source": "s", "type": "translation.characters", "customer": "acme",
+             "time": now, "properties": {"lang": "de"}},
+            {"id": format!("{prefix}3"), "source": "s", "type": "translation.characters", "customer": "acme",
+             "time": now, "properties": {"characters": "1200"}},
+            {"id": format!("{prefix}4"), "source": "s", "type": "weather.report", "customer": "acme", "time": now}
+        ])
+        .to_string()
+    };
+    // Before any catalog, nothing is judged against meters.
+    let (_, before) = server.post_events("application/json", batch("a")).await;
+    assert_eq!(before["accepted"], 4, "{before}");
+    assert!(before["results"][3].get("flags").is_none(), "{before}");
+
+    let (ok, out, err) = apply(&server, &examples()).await;
+    assert!(ok, "{out}{err}");
+    let (_, after) = server.post_events("application/json", batch("b")).await;
+    let r = &after["results"];
+    assert_eq!(r[0]["status"], "ACCEPTED", "{after}");
+    assert!(r[0].get("flags").is_none());
+    assert_eq!(r[1]["reason"], "SCHEMA_MISSING_PROPERTY");
+    assert!(r[1]["message"].as_str().unwrap().contains("`characters`"));
+    assert_eq!(r[2]["reason"], "SCHEMA_PROPERTY_TYPE");
+    assert_eq!(r[3]["status"], "ACCEPTED");
+    assert_eq!(r[3]["flags"], json!(["UNMETERED"]));
+    let (_, unmetered) = server.get("/v1/events?flag=UNMETERED").await;
+    assert_eq!(unmetered["events"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn customers_and_subscriptions_through_cli_csv_and_api() {
+    let server = Server::start(Backend::Postgres).await;
+    let http = server.http.clone();
+    let (ok, _, err) = apply(&server, &examples()).await;
+    assert!(ok, "{err}");
+
+    let (ok, out, err) = server
+        .cli(&[
+            "customers",
+            "create",
+            "--id",
+            "acme",
+            "--name",
+            "ACME Corp",
+            "--currency",
+            "EUR",
+            "--tax-region",
+            "DE",
+            "--meta",
+            "segment=enterprise",
+            "--http",
+            &http,
+        ])
+        .await;
+    assert!(ok, "{out}{err}");
+    let csv = server.data_dir().join("customers.csv");
+    std::fs::write(&csv, "external_id,name,currency,tax_region,segment\nglobex,Globex,USD,US,smb\nacme,ACME Corporation,EUR,DE,enterprise\n,No Id,EUR,DE,\ninitech,Initech,EURO,DE,smb\n").unwrap();
+    let (ok, out, err) = server
+        .cli(&[
+            "customers",
+            "import",
+            csv.to_str().unwrap(),
+            "--http",
+            &http,
+        ])
+        .await;
+    assert!(!ok, "failed rows fail the command");
+    assert!(out.contains("1 created, 1 updated, 2 failed"), "{out}{err}");
+    assert!(err.contains("line 4"), "{err}");
+    assert!(err.contains("EURO"), "{err}");
+    let (_, acme) = server.get("/v1/customers/acme").await;
+    assert_eq!(acme["name"], "ACME Corporation");
+    assert_eq!(acme["metadata"]["segment"], "enterprise");
+
+    let (ok, _, err) = server
+        .cli(&[
+            "subscriptions",
+            "create",
+            "--customer",
+            "acme",
+            "--plan",
+            "no-such-plan",
+            "--start",
+            "2026-11-01T00:00:00Z",
+            "--http",
+            &http,
+        ])
+        .await;
+    assert!(!ok);
+    assert!(err.contains("no RatePlan \"no-such-plan\""), "{err}");
+    let (ok, out, err) = server
+        .cli(&[
+            "subscriptions",
+            "create",
+            "--customer",
+            "acme",
+            "--plan",
+            "translation-pro",
+            "--start",
+            "2026-11-01T00:00:00Z",
+            "--anchor-day",
+            "1",
+            "--http",
+            &http,
+        ])
+        .await;
+    assert!(ok, "{err}");
+    let sub: Value = serde_json::from_str(&out).unwrap();
+    let id = sub["id"].as_str().unwrap().to_owned();
+
+    let (ok, out, err) = server
+        .cli(&[
+            "subscriptions",
+            "change-plan",
+            &id,
+            "--plan",
+            "ai-agents-usage",
+            "--at",
+            "2026-11-15T00:00:00Z",
+            "--http",
+            &http,
+        ])
+        .await;
+    assert!(ok, "{err}");
+    let changed: Value = serde_json::from_str(&out).unwrap();
+    let phases = changed["phases"].as_array().unwrap();
+    assert_eq!(phases.len(), 2);
+    assert_eq!(phases[0]["rate_plan"], "translation-pro");
+    assert_eq!(phases[0]["ends_at"], "2026-11-15T00:00:00.000000Z");
+    assert_eq!(phases[1]["rate_plan"], "ai-agents-usage");
+
+    let (ok, _, err) = server
+        .cli(&[
+            "subscriptions",
+            "change-plan",
+            &id,
+            "--plan",
+            "translation-pro",
+            "--at",
+            "2026-11-10T00:00:00Z",
+            "--http",
+            &http,
+        ])
+        .await;
+    assert!(!ok);
+    assert!(err.contains("the past is not rewritten"), "{err}");
+}
+
+#[tokio::test]
+async fn crd_print_emits_the_committed_yaml() {
+    let output = std::process::Command::new(common::BIN)
+        .args(["crd", "print"])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let out = String::from_utf8(output.stdout).unwrap();
+    let committed = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../charts/aforo/crds/aforo.io.yaml"
+    ))
+    .unwrap();
+    assert_eq!(out, committed);
+}
