@@ -9,6 +9,7 @@ const PROTOS: &[&str] = &[
     "aforo/v1/event.proto",
     "aforo/v1/ingest.proto",
     "aforo/v1/catalog.proto",
+    "aforo/v1/admin.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

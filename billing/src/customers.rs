@@ -1,9 +1,96 @@
-//! CSV import of customers: `external_id,name,currency,tax_region` and any
-//! further columns as metadata. Every row gets its own result; a bad row
-//! does not stop the others.
+//! Customers and subscriptions: the checks both APIs (REST and gRPC) make
+//! before the store is asked, and CSV import (`external_id,name,currency,
+//! tax_region` and any further columns as metadata; every row gets its own
+//! result, a bad row does not stop the others).
 
-use aforo_store::CustomerInput;
+use std::sync::Arc;
+
+use aforo_store::{Customer, CustomerInput, Store, StoreError, Subscription, SubscriptionInput};
+use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use crate::catalog::CatalogApi;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The business-data API shared by REST and gRPC.
+#[derive(Clone)]
+pub struct BusinessData {
+    store: Arc<dyn Store>,
+    catalog: CatalogApi,
+}
+
+impl BusinessData {
+    pub fn new(store: Arc<dyn Store>, catalog: CatalogApi) -> Self {
+        BusinessData { store, catalog }
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub async fn upsert_customer(
+        &self,
+        tenant: Uuid,
+        input: &CustomerInput,
+    ) -> Result<(Customer, bool), AdminError> {
+        check(input).map_err(AdminError::Invalid)?;
+        Ok(self.store.upsert_customer(tenant, input).await?)
+    }
+
+    async fn require_plan(&self, tenant: Uuid, rate_plan: &str) -> Result<(), AdminError> {
+        if self.catalog.has_rate_plan(tenant, rate_plan).await? {
+            Ok(())
+        } else {
+            Err(AdminError::Invalid(format!(
+                "no RatePlan {rate_plan:?} in the catalog in force"
+            )))
+        }
+    }
+
+    pub async fn create_subscription(
+        &self,
+        tenant: Uuid,
+        input: &SubscriptionInput,
+    ) -> Result<Subscription, AdminError> {
+        self.require_plan(tenant, &input.rate_plan).await?;
+        if input
+            .billing_anchor_day
+            .is_some_and(|d| !(1..=28).contains(&d))
+        {
+            return Err(AdminError::Invalid(
+                "billing_anchor_day must be from 1 to 28".into(),
+            ));
+        }
+        if input.ends_at.is_some_and(|end| end <= input.starts_at) {
+            return Err(AdminError::Invalid(
+                "ends_at must be after starts_at".into(),
+            ));
+        }
+        Ok(self.store.create_subscription(tenant, input).await?)
+    }
+
+    pub async fn change_plan(
+        &self,
+        tenant: Uuid,
+        subscription: Uuid,
+        rate_plan: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Subscription, AdminError> {
+        self.require_plan(tenant, rate_plan).await?;
+        Ok(self
+            .store
+            .change_plan(tenant, subscription, rate_plan, at)
+            .await?)
+    }
+}
 
 /// One row's reading: a customer, or why not.
 pub type Row = Result<CustomerInput, String>;

@@ -1,13 +1,16 @@
-//! The gRPC catalog API: `aforo.v1.CatalogService`.
+//! The gRPC APIs of the billing role: `aforo.v1.CatalogService` and
+//! `aforo.v1.CustomerService`.
 
 use aforo_proto::v1 as pb;
 use aforo_proto::v1::catalog_service_server::CatalogService;
+use aforo_proto::v1::customer_service_server::CustomerService;
 use aforo_store::auth::{AuthError, Authenticator};
-use aforo_store::{CatalogVersion, StoreError};
+use aforo_store::{CatalogVersion, CustomerInput, StoreError, SubscriptionInput};
 use chrono::{DateTime, Utc};
 use tonic::{Request, Response, Status};
 
 use crate::catalog::{ApplyError, CatalogApi};
+use crate::customers::{AdminError, BusinessData};
 
 #[derive(Clone)]
 pub struct CatalogGrpc {
@@ -21,15 +24,20 @@ impl CatalogGrpc {
     }
 
     async fn tenant<T>(&self, request: &Request<T>) -> Result<uuid::Uuid, Status> {
-        let header = request
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok());
-        match self.auth.authenticate(header).await {
-            Ok(t) => Ok(t.id),
-            Err(AuthError::Store(e)) => Err(store_status(e)),
-            Err(e) => Err(Status::unauthenticated(e.to_string())),
-        }
+        tenant(&self.auth, request).await
+    }
+}
+
+/// The tenant of a request's `authorization: Bearer` key.
+async fn tenant<T>(auth: &Authenticator, request: &Request<T>) -> Result<uuid::Uuid, Status> {
+    let header = request
+        .metadata()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok());
+    match auth.authenticate(header).await {
+        Ok(t) => Ok(t.id),
+        Err(AuthError::Store(e)) => Err(store_status(e)),
+        Err(e) => Err(Status::unauthenticated(e.to_string())),
     }
 }
 
@@ -136,5 +144,232 @@ impl CatalogService for CatalogGrpc {
         Ok(Response::new(pb::ListCatalogVersionsResponse {
             versions: all.iter().map(|v| version(v, false)).collect(),
         }))
+    }
+}
+
+#[derive(Clone)]
+pub struct CustomerGrpc {
+    business: BusinessData,
+    auth: Authenticator,
+}
+
+impl CustomerGrpc {
+    pub fn new(business: BusinessData, auth: Authenticator) -> Self {
+        CustomerGrpc { business, auth }
+    }
+}
+
+fn admin_status(e: AdminError) -> Status {
+    match e {
+        AdminError::Invalid(m) => Status::invalid_argument(m),
+        AdminError::Store(e) => store_status(e),
+    }
+}
+
+fn from_timestamp(
+    field: &str,
+    t: Option<&prost_types::Timestamp>,
+) -> Result<Option<DateTime<Utc>>, Status> {
+    t.map(|t| {
+        u32::try_from(t.nanos)
+            .ok()
+            .and_then(|n| DateTime::from_timestamp(t.seconds, n))
+            .ok_or_else(|| Status::invalid_argument(format!("{field} is not a valid time")))
+    })
+    .transpose()
+}
+
+fn non_empty(s: String) -> Option<String> {
+    (!s.is_empty()).then_some(s)
+}
+
+fn customer_message(c: &aforo_store::Customer) -> pb::Customer {
+    pb::Customer {
+        id: c.external_id.clone(),
+        name: c.name.clone(),
+        currency: c.currency.clone().unwrap_or_default(),
+        tax_region: c.tax_region.clone().unwrap_or_default(),
+        metadata: Some(prost_types::Struct {
+            fields: c
+                .metadata
+                .iter()
+                .filter_map(|(k, v)| {
+                    v.as_str().map(|s| {
+                        (
+                            k.clone(),
+                            prost_types::Value {
+                                kind: Some(prost_types::value::Kind::StringValue(s.to_owned())),
+                            },
+                        )
+                    })
+                })
+                .collect(),
+        }),
+    }
+}
+
+fn subscription_message(s: &aforo_store::Subscription) -> pb::Subscription {
+    pb::Subscription {
+        id: s.id.to_string(),
+        customer: s.customer.clone(),
+        starts_at: Some(timestamp(&s.starts_at)),
+        ends_at: s.ends_at.as_ref().map(timestamp),
+        billing_anchor_day: s.billing_anchor_day.map(u32::from).unwrap_or(0),
+        phases: s
+            .phases
+            .iter()
+            .map(|p| pb::SubscriptionPhase {
+                rate_plan: p.rate_plan.clone(),
+                starts_at: Some(timestamp(&p.starts_at)),
+                ends_at: p.ends_at.as_ref().map(timestamp),
+            })
+            .collect(),
+    }
+}
+
+#[tonic::async_trait]
+impl CustomerService for CustomerGrpc {
+    async fn upsert_customer(
+        &self,
+        request: Request<pb::Customer>,
+    ) -> Result<Response<pb::UpsertCustomerResponse>, Status> {
+        let tenant = tenant(&self.auth, &request).await?;
+        let c = request.into_inner();
+        let metadata = c
+            .metadata
+            .map(|m| {
+                m.fields
+                    .into_iter()
+                    .filter_map(|(k, v)| match v.kind {
+                        Some(prost_types::value::Kind::StringValue(s)) => {
+                            Some((k, serde_json::Value::String(s)))
+                        }
+                        _ => None,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let input = CustomerInput {
+            external_id: c.id,
+            name: c.name,
+            currency: non_empty(c.currency),
+            tax_region: non_empty(c.tax_region),
+            metadata,
+        };
+        let (customer, created) = self
+            .business
+            .upsert_customer(tenant, &input)
+            .await
+            .map_err(admin_status)?;
+        Ok(Response::new(pb::UpsertCustomerResponse {
+            customer: Some(customer_message(&customer)),
+            created,
+        }))
+    }
+
+    async fn get_customer(
+        &self,
+        request: Request<pb::GetCustomerRequest>,
+    ) -> Result<Response<pb::Customer>, Status> {
+        let tenant = tenant(&self.auth, &request).await?;
+        let id = request.into_inner().id;
+        let c = self
+            .business
+            .store()
+            .customer(tenant, &id)
+            .await
+            .map_err(store_status)?
+            .ok_or_else(|| Status::not_found(format!("no customer {id:?}")))?;
+        Ok(Response::new(customer_message(&c)))
+    }
+
+    async fn list_customers(
+        &self,
+        request: Request<pb::ListCustomersRequest>,
+    ) -> Result<Response<pb::ListCustomersResponse>, Status> {
+        let tenant = tenant(&self.auth, &request).await?;
+        let r = request.into_inner();
+        let limit = if r.limit == 0 { 100 } else { r.limit };
+        let after = non_empty(r.after);
+        let page = self
+            .business
+            .store()
+            .list_customers(tenant, after.as_deref(), limit)
+            .await
+            .map_err(store_status)?;
+        let next_cursor = if page.len() as u32 >= limit {
+            page.last()
+                .map(|c| c.external_id.clone())
+                .unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(pb::ListCustomersResponse {
+            customers: page.iter().map(customer_message).collect(),
+            next_cursor,
+        }))
+    }
+
+    async fn create_subscription(
+        &self,
+        request: Request<pb::CreateSubscriptionRequest>,
+    ) -> Result<Response<pb::Subscription>, Status> {
+        let tenant = tenant(&self.auth, &request).await?;
+        let r = request.into_inner();
+        let input = SubscriptionInput {
+            customer: r.customer,
+            rate_plan: r.rate_plan,
+            starts_at: from_timestamp("starts_at", r.starts_at.as_ref())?
+                .ok_or_else(|| Status::invalid_argument("starts_at is required"))?,
+            ends_at: from_timestamp("ends_at", r.ends_at.as_ref())?,
+            billing_anchor_day: match r.billing_anchor_day {
+                0 => None,
+                d => Some(u8::try_from(d).map_err(|_| {
+                    Status::invalid_argument("billing_anchor_day must be from 1 to 28")
+                })?),
+            },
+        };
+        let sub = self
+            .business
+            .create_subscription(tenant, &input)
+            .await
+            .map_err(admin_status)?;
+        Ok(Response::new(subscription_message(&sub)))
+    }
+
+    async fn list_subscriptions(
+        &self,
+        request: Request<pb::ListSubscriptionsRequest>,
+    ) -> Result<Response<pb::ListSubscriptionsResponse>, Status> {
+        let tenant = tenant(&self.auth, &request).await?;
+        let customer = non_empty(request.into_inner().customer);
+        let subs = self
+            .business
+            .store()
+            .subscriptions(tenant, customer.as_deref())
+            .await
+            .map_err(store_status)?;
+        Ok(Response::new(pb::ListSubscriptionsResponse {
+            subscriptions: subs.iter().map(subscription_message).collect(),
+        }))
+    }
+
+    async fn change_plan(
+        &self,
+        request: Request<pb::ChangePlanRequest>,
+    ) -> Result<Response<pb::Subscription>, Status> {
+        let tenant = tenant(&self.auth, &request).await?;
+        let r = request.into_inner();
+        let id = r.subscription_id.parse().map_err(|_| {
+            Status::invalid_argument(format!("{:?} is not a subscription id", r.subscription_id))
+        })?;
+        let at = from_timestamp("effective_at", r.effective_at.as_ref())?
+            .ok_or_else(|| Status::invalid_argument("effective_at is required"))?;
+        let sub = self
+            .business
+            .change_plan(tenant, id, &r.rate_plan, at)
+            .await
+            .map_err(admin_status)?;
+        Ok(Response::new(subscription_message(&sub)))
     }
 }

@@ -29,11 +29,12 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::catalog::{ApplyError, CatalogApi};
-use crate::customers;
+use crate::customers::{self, AdminError, BusinessData};
 
 #[derive(Clone)]
 pub struct BillingState {
     pub catalog: CatalogApi,
+    pub business: BusinessData,
     pub store: Arc<dyn Store>,
     pub auth: Authenticator,
 }
@@ -110,6 +111,15 @@ impl From<AuthError> for ApiError {
                 other.to_string(),
                 None,
             ),
+        }
+    }
+}
+
+impl From<AdminError> for ApiError {
+    fn from(e: AdminError) -> Self {
+        match e {
+            AdminError::Invalid(m) => invalid(m),
+            AdminError::Store(s) => s.into(),
         }
     }
 }
@@ -279,8 +289,7 @@ async fn upsert_customer(
         tax_region: body.tax_region,
         metadata: body.metadata,
     };
-    customers::check(&input).map_err(invalid)?;
-    let (customer, created) = state.store.upsert_customer(tenant.id, &input).await?;
+    let (customer, created) = state.business.upsert_customer(tenant.id, &input).await?;
     let status = if created {
         StatusCode::CREATED
     } else {
@@ -342,12 +351,12 @@ async fn import_customers(
     let (mut created, mut updated, mut failed) = (0, 0, 0);
     let mut results = Vec::new();
     for row in rows {
-        let result = match row.and_then(|c| customers::check(&c).map(|_| c)) {
+        let result = match row {
             Err(reason) => {
                 failed += 1;
                 json!({"status": "FAILED", "reason": reason})
             }
-            Ok(input) => match state.store.upsert_customer(tenant.id, &input).await {
+            Ok(input) => match state.business.upsert_customer(tenant.id, &input).await {
                 Ok((c, true)) => {
                     created += 1;
                     json!({"status": "CREATED", "id": c.external_id})
@@ -355,6 +364,10 @@ async fn import_customers(
                 Ok((c, false)) => {
                     updated += 1;
                     json!({"status": "UPDATED", "id": c.external_id})
+                }
+                Err(AdminError::Invalid(reason)) => {
+                    failed += 1;
+                    json!({"status": "FAILED", "reason": format!("{}: {reason}", input.external_id)})
                 }
                 Err(e) => return Err(e.into()),
             },

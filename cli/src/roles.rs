@@ -7,10 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aforo_billing::catalog::CatalogApi;
-use aforo_billing::grpc::CatalogGrpc;
+use aforo_billing::customers::BusinessData;
+use aforo_billing::grpc::{CatalogGrpc, CustomerGrpc};
 use aforo_billing::rest::BillingState;
 use aforo_ingest::{IngestConfig, IngestServer, clock::SystemClock};
 use aforo_proto::v1::catalog_service_server::CatalogServiceServer;
+use aforo_proto::v1::customer_service_server::CustomerServiceServer;
 use aforo_store::Store;
 use aforo_store::auth::Authenticator;
 use aforo_store::cache::CatalogCache;
@@ -172,12 +174,20 @@ pub async fn standalone(args: StandaloneArgs) -> anyhow::Result<ExitCode> {
     }
     let auth = Authenticator::new(store.clone());
     let backend = store.backend();
+    let business = BusinessData::new(store.clone(), catalog.clone());
     let billing_http = aforo_billing::rest::router(BillingState {
         catalog: catalog.clone(),
+        business: business.clone(),
         store: store.clone(),
         auth: auth.clone(),
     });
-    let billing_grpc = Routes::new(CatalogServiceServer::new(CatalogGrpc::new(catalog, auth)));
+    let billing_grpc = Routes::new(CatalogServiceServer::new(CatalogGrpc::new(
+        catalog,
+        auth.clone(),
+    )))
+    .add_service(CustomerServiceServer::new(CustomerGrpc::new(
+        business, auth,
+    )));
     let server = IngestServer::bind(&args.ingest, store, cache, Arc::new(SystemClock))
         .await?
         .extend(billing_http, billing_grpc);

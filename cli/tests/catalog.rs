@@ -391,3 +391,109 @@ async fn crd_print_emits_the_committed_yaml() {
     .unwrap();
     assert_eq!(out, committed);
 }
+
+#[tokio::test]
+async fn customers_and_subscriptions_speak_grpc_too() {
+    use aforo_proto::v1 as pb;
+    let server = Server::start(Backend::Sqlite).await;
+    let (ok, _, err) = apply(&server, &examples()).await;
+    assert!(ok, "{err}");
+    let channel = tonic::transport::Channel::from_shared(server.grpc.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = pb::customer_service_client::CustomerServiceClient::new(channel);
+    fn authed<T>(key: &str, message: T) -> tonic::Request<T> {
+        let mut r = tonic::Request::new(message);
+        r.metadata_mut()
+            .insert("authorization", format!("Bearer {key}").parse().unwrap());
+        r
+    }
+    let key = server.key.clone();
+    let ts = |s: i64| {
+        Some(prost_types::Timestamp {
+            seconds: s,
+            nanos: 0,
+        })
+    };
+
+    let created = client
+        .upsert_customer(authed(
+            &key,
+            pb::Customer {
+                id: "acme".into(),
+                name: "ACME".into(),
+                currency: "EUR".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(created.created);
+    let bad = client
+        .upsert_customer(authed(
+            &key,
+            pb::Customer {
+                id: "x".into(),
+                name: "X".into(),
+                currency: "EURO".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), tonic::Code::InvalidArgument);
+
+    let unknown_plan = client
+        .create_subscription(authed(
+            &key,
+            pb::CreateSubscriptionRequest {
+                customer: "acme".into(),
+                rate_plan: "gold".into(),
+                starts_at: ts(1_793_491_200),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(unknown_plan.code(), tonic::Code::InvalidArgument);
+    let sub = client
+        .create_subscription(authed(
+            &key,
+            pb::CreateSubscriptionRequest {
+                customer: "acme".into(),
+                rate_plan: "translation-pro".into(),
+                starts_at: ts(1_793_491_200),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let changed = client
+        .change_plan(authed(
+            &key,
+            pb::ChangePlanRequest {
+                subscription_id: sub.id.clone(),
+                rate_plan: "ai-agents-usage".into(),
+                effective_at: ts(1_793_491_200 + 86_400),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(changed.phases.len(), 2);
+    let listed = client
+        .list_subscriptions(authed(
+            &key,
+            pb::ListSubscriptionsRequest {
+                customer: "acme".into(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.subscriptions, vec![changed]);
+}
