@@ -7,9 +7,11 @@
 //! immutable version when the content changed. Customers and subscriptions
 //! come in through the admin API, the CLI and CSV import.
 //!
-//! Pricing math, bill runs, invoices and monitors join this crate next.
+//! [`pricing`] is the pure pricing math the RevenueEstimator and the bill run
+//! share. Bill runs, invoices and monitors join this crate next.
 
 pub mod catalog;
 pub mod customers;
 pub mod grpc;
+pub mod pricing;
 pub mod rest;
