@@ -78,6 +78,8 @@ impl CatalogApi {
             .await?;
         if catalog.created {
             self.cache.invalidate(tenant);
+            // Events that waited for a meter get another try.
+            self.store.requeue_waiting(tenant).await?;
             tracing::info!(
                 %tenant,
                 version = catalog.version.version,

@@ -42,7 +42,9 @@ impl BusinessData {
         input: &CustomerInput,
     ) -> Result<(Customer, bool), AdminError> {
         check(input).map_err(AdminError::Invalid)?;
-        Ok(self.store.upsert_customer(tenant, input).await?)
+        let upserted = self.store.upsert_customer(tenant, input).await?;
+        self.requeue(tenant).await?;
+        Ok(upserted)
     }
 
     async fn require_plan(&self, tenant: Uuid, rate_plan: &str) -> Result<(), AdminError> {
@@ -74,7 +76,9 @@ impl BusinessData {
                 "ends_at must be after starts_at".into(),
             ));
         }
-        Ok(self.store.create_subscription(tenant, input).await?)
+        let sub = self.store.create_subscription(tenant, input).await?;
+        self.requeue(tenant).await?;
+        Ok(sub)
     }
 
     pub async fn change_plan(
@@ -85,10 +89,21 @@ impl BusinessData {
         at: DateTime<Utc>,
     ) -> Result<Subscription, AdminError> {
         self.require_plan(tenant, rate_plan).await?;
-        Ok(self
+        let sub = self
             .store
             .change_plan(tenant, subscription, rate_plan, at)
-            .await?)
+            .await?;
+        self.requeue(tenant).await?;
+        Ok(sub)
+    }
+
+    /// Events that waited for a customer or subscription get another try.
+    async fn requeue(&self, tenant: Uuid) -> Result<(), AdminError> {
+        let n = self.store.requeue_waiting(tenant).await?;
+        if n > 0 {
+            tracing::info!(%tenant, events = n, "requeued events for enrichment");
+        }
+        Ok(())
     }
 }
 

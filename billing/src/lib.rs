@@ -13,5 +13,6 @@
 pub mod catalog;
 pub mod customers;
 pub mod grpc;
+pub mod period;
 pub mod pricing;
 pub mod rest;

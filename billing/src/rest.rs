@@ -10,6 +10,8 @@
 //! | `POST /v1/customers/import` | CSV (`text/csv`); a result per row |
 //! | `POST /v1/subscriptions`, `GET /v1/subscriptions?customer=` | create; list with phases |
 //! | `POST /v1/subscriptions/{id}/plan` | `{"rate_plan", "effective_at"}`: a plan change |
+//! | `GET /v1/revenue?customer=&from=&to=` | revenue, cost and margin by customer, meter and currency, from the ledger |
+//! | `GET /v1/events/{id}/revenue` | what each meter made of one stored event |
 
 use std::sync::Arc;
 
@@ -53,6 +55,8 @@ pub fn router(state: BillingState) -> Router {
             get(list_subscriptions).post(create_subscription),
         )
         .route("/v1/subscriptions/{id}/plan", post(change_plan))
+        .route("/v1/revenue", get(revenue))
+        .route("/v1/events/{id}/revenue", get(event_revenue))
         .with_state(state)
 }
 
@@ -495,4 +499,75 @@ async fn change_plan(
         .change_plan(tenant.id, id, &body.rate_plan, body.effective_at)
         .await?;
     Ok(Json(subscription_json(&sub)))
+}
+
+#[derive(Deserialize)]
+struct RevenueParams {
+    customer: Option<String>,
+    from: Option<DateTime<Utc>>,
+    to: Option<DateTime<Utc>>,
+}
+
+/// Money as an exact decimal string.
+fn money(d: rust_decimal::Decimal) -> Value {
+    Value::String(d.normalize().to_string())
+}
+
+async fn revenue(
+    State(state): State<BillingState>,
+    headers: HeaderMap,
+    Query(q): Query<RevenueParams>,
+) -> Result<Json<Value>, ApiError> {
+    let tenant = tenant(&state, &headers).await?;
+    let rows = state
+        .store
+        .revenue(
+            tenant.id,
+            &aforo_store::RevenueQuery {
+                customer: q.customer,
+                from: q.from,
+                to: q.to,
+            },
+        )
+        .await?;
+    Ok(Json(json!({
+        "rows": rows.iter().map(|r| json!({
+            "customer": r.customer,
+            "meter": r.meter,
+            "currency": r.currency,
+            "quantity": money(r.quantity),
+            "revenue": money(r.revenue),
+            "cost": money(r.cost),
+            "margin": money(r.revenue - r.cost),
+            "events": r.events,
+        })).collect::<Vec<_>>(),
+    })))
+}
+
+async fn event_revenue(
+    State(state): State<BillingState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let tenant = tenant(&state, &headers).await?;
+    let id: Uuid = id.parse().map_err(|_| {
+        ApiError(
+            StatusCode::BAD_REQUEST,
+            "INVALID_PATH",
+            format!("{id:?} is not a stored event id"),
+            None,
+        )
+    })?;
+    let lines = state.store.ledger_of(tenant.id, id).await?;
+    Ok(Json(json!({
+        "lines": lines.iter().map(|l| json!({
+            "meter": l.meter,
+            "rate_plan": l.rate_plan,
+            "catalog_version": l.catalog_version,
+            "quantity": money(l.quantity),
+            "revenue": money(l.revenue),
+            "currency": l.currency,
+            "cost": money(l.cost),
+        })).collect::<Vec<_>>(),
+    })))
 }

@@ -34,6 +34,8 @@ enum Command {
     Standalone(roles::StandaloneArgs),
     /// Run the ingest role: the front doors and the four gates.
     Ingest(roles::IngestArgs),
+    /// Run the enrich role: billing context and revenue for queued events.
+    Enrich(roles::EnrichArgs),
     /// Create and list tenants (acts on the store directly).
     #[command(subcommand)]
     Tenants(admin::TenantsCommand),
@@ -82,6 +84,7 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Standalone(args) => roles::standalone(args).await,
             Command::Ingest(args) => roles::ingest(args).await,
+            Command::Enrich(args) => roles::enrich(args).await,
             Command::Tenants(cmd) => admin::tenants(cmd).await,
             Command::Keys(cmd) => admin::keys(cmd).await,
             Command::Events(cmd) => events::run(cmd).await,

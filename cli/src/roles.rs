@@ -10,6 +10,7 @@ use aforo_billing::catalog::CatalogApi;
 use aforo_billing::customers::BusinessData;
 use aforo_billing::grpc::{CatalogGrpc, CustomerGrpc};
 use aforo_billing::rest::BillingState;
+use aforo_ingest::enrich::Enricher;
 use aforo_ingest::{IngestConfig, IngestServer, clock::SystemClock};
 use aforo_proto::v1::catalog_service_server::CatalogServiceServer;
 use aforo_proto::v1::customer_service_server::CustomerServiceServer;
@@ -18,6 +19,7 @@ use aforo_store::auth::Authenticator;
 use aforo_store::cache::CatalogCache;
 use anyhow::Context;
 use clap::Args;
+use tokio::sync::watch;
 use tonic::service::Routes;
 
 /// Where the embedded store and the development key live.
@@ -68,8 +70,38 @@ pub struct StandaloneArgs {
     /// A folder of catalog manifests, applied at start and whenever it changes.
     #[arg(long, env = "AFORO_MANIFESTS")]
     manifests: Option<PathBuf>,
+    /// In-process enrichers (0 leaves events queued for `aforo enrich`).
+    #[arg(long, env = "AFORO_ENRICHERS", default_value_t = 1)]
+    enrichers: usize,
+    /// Events per enrichment batch.
+    #[arg(long, env = "AFORO_ENRICH_BATCH", default_value_t = 500)]
+    enrich_batch: u32,
     #[command(flatten)]
     ingest: IngestConfig,
+}
+
+#[derive(Args, Debug)]
+pub struct EnrichArgs {
+    /// The production store: postgres://user:password@host/db.
+    #[arg(long, env = "AFORO_DATABASE_URL")]
+    database_url: String,
+    /// Events per batch.
+    #[arg(long, env = "AFORO_ENRICH_BATCH", default_value_t = 500)]
+    batch: u32,
+}
+
+/// The enrich role: claims batches from the store's queue until stopped.
+pub async fn enrich(args: EnrichArgs) -> anyhow::Result<ExitCode> {
+    let store = aforo_store::open(&args.database_url)
+        .await
+        .with_context(|| format!("cannot open the store at {}", redact(&args.database_url)))?;
+    let (stop, stopped) = watch::channel(false);
+    let worker = tokio::spawn(Enricher::new(store, args.batch).run(stopped));
+    println!("aforo enrich ready");
+    shutdown_signal().await;
+    let _ = stop.send(true);
+    worker.await?;
+    Ok(ExitCode::SUCCESS)
 }
 
 #[derive(Args, Debug)]
@@ -148,14 +180,24 @@ async fn shutdown_signal() {
 /// How long a role trusts its cached catalog before asking the store again.
 const CATALOG_TTL: Duration = Duration::from_secs(5);
 
-async fn serve(role: &str, server: IngestServer, backend: &str) -> anyhow::Result<ExitCode> {
+async fn serve(
+    role: &str,
+    server: IngestServer,
+    backend: &str,
+    stop: watch::Sender<bool>,
+) -> anyhow::Result<ExitCode> {
     // One line on stdout when ready: scripts and tests wait for it.
     println!(
         "aforo {role} ready: http=http://{} grpc={} store={backend}",
         server.http_addr(),
         server.grpc_addr()
     );
-    server.run(shutdown_signal()).await?;
+    server
+        .run(async move {
+            shutdown_signal().await;
+            let _ = stop.send(true);
+        })
+        .await?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -188,10 +230,19 @@ pub async fn standalone(args: StandaloneArgs) -> anyhow::Result<ExitCode> {
     .add_service(CustomerServiceServer::new(CustomerGrpc::new(
         business, auth,
     )));
+    let enrich_store = store.clone();
     let server = IngestServer::bind(&args.ingest, store, cache, Arc::new(SystemClock))
         .await?
         .extend(billing_http, billing_grpc);
-    serve("standalone", server, backend).await
+    let (stop, stopped) = watch::channel(false);
+    if args.enrichers > 0 {
+        for _ in 0..args.enrichers {
+            tokio::spawn(
+                Enricher::new(enrich_store.clone(), args.enrich_batch).run(stopped.clone()),
+            );
+        }
+    }
+    serve("standalone", server, backend, stop).await
 }
 
 pub async fn ingest(args: IngestArgs) -> anyhow::Result<ExitCode> {
@@ -201,7 +252,8 @@ pub async fn ingest(args: IngestArgs) -> anyhow::Result<ExitCode> {
     let cache = Arc::new(CatalogCache::new(store.clone(), CATALOG_TTL));
     let backend = store.backend();
     let server = IngestServer::bind(&args.ingest, store, cache, Arc::new(SystemClock)).await?;
-    serve("ingest", server, backend).await
+    let (stop, _) = watch::channel(false);
+    serve("ingest", server, backend, stop).await
 }
 
 #[cfg(test)]

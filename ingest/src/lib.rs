@@ -19,6 +19,7 @@ pub mod committer;
 pub mod config;
 pub mod decode;
 pub mod duration;
+pub mod enrich;
 pub mod gates;
 pub mod grpc;
 pub mod metrics;

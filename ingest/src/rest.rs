@@ -430,6 +430,7 @@ fn event_json(e: &StoredEvent) -> Value {
         "validation_hash": e.validation_hash,
         "received_at": format_time(&e.received_at),
         "node": e.node,
+        "enrichment": e.enrichment.as_deref().unwrap_or("PENDING"),
     })
 }
 

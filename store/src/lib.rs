@@ -15,13 +15,16 @@
 
 pub mod auth;
 pub mod cache;
+pub mod enrichment;
 mod error;
 mod migrate;
 mod model;
 mod pg_catalog;
+mod pg_enrichment;
 mod postgres;
 mod sqlite;
 mod sqlite_catalog;
+mod sqlite_enrichment;
 
 use std::sync::Arc;
 
@@ -29,6 +32,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+pub use enrichment::{EnrichmentClaim, LedgerLine, RevenueQuery, RevenueRow};
 pub use error::StoreError;
 pub use model::{
     AppliedCatalog, CatalogVersion, CommitBatch, CommitOutcome, Customer, CustomerInput,
@@ -134,6 +138,17 @@ pub trait Store: Send + Sync + 'static {
         rate_plan: &str,
         at: DateTime<Utc>,
     ) -> Result<Subscription>;
+
+    /// Claims up to `limit` events waiting for enrichment, oldest first.
+    /// Events claimed by another enricher are skipped, never shared.
+    async fn claim_enrichment(&self, limit: u32) -> Result<Box<dyn EnrichmentClaim>>;
+    /// Puts a tenant's UNATTRIBUTED and UNMETERED events back in the queue
+    /// (after a customer, subscription or catalog change). Returns how many.
+    async fn requeue_waiting(&self, tenant: Uuid) -> Result<u64>;
+    /// Revenue, cost and quantity by customer, meter and currency.
+    async fn revenue(&self, tenant: Uuid, query: &RevenueQuery) -> Result<Vec<RevenueRow>>;
+    /// The ledger rows of one event.
+    async fn ledger_of(&self, tenant: Uuid, event: Uuid) -> Result<Vec<LedgerLine>>;
 }
 
 /// Opens the store a URL names, running its migrations first:

@@ -22,6 +22,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         name: "catalog",
         sql: include_str!("../migrations/postgres/0002_catalog.sql"),
     },
+    Migration {
+        version: 3,
+        name: "enrichment",
+        sql: include_str!("../migrations/postgres/0003_enrichment.sql"),
+    },
 ];
 
 pub(crate) const SQLITE: &[Migration] = &[
@@ -34,6 +39,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         version: 2,
         name: "catalog",
         sql: include_str!("../migrations/sqlite/0002_catalog.sql"),
+    },
+    Migration {
+        version: 3,
+        name: "enrichment",
+        sql: include_str!("../migrations/sqlite/0003_enrichment.sql"),
     },
 ];
 

@@ -81,6 +81,8 @@ pub struct StoredEvent {
     pub validation_hash: String,
     pub received_at: DateTime<Utc>,
     pub node: String,
+    /// `None` while queued for enrichment; then ENRICHED, UNATTRIBUTED or UNMETERED.
+    pub enrichment: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -173,6 +175,7 @@ pub(crate) struct EventRow {
     pub validation_hash: String,
     pub received_at: DateTime<Utc>,
     pub node: String,
+    pub enrichment: Option<String>,
 }
 
 impl EventRow {
@@ -211,6 +214,7 @@ impl EventRow {
             validation_hash: self.validation_hash,
             received_at: self.received_at,
             node: self.node,
+            enrichment: self.enrichment,
         })
     }
 }

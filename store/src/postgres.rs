@@ -254,7 +254,7 @@ fn tenant_from_row(row: &PgRow) -> Result<Tenant> {
     })
 }
 
-fn event_from_row(row: &PgRow) -> Result<StoredEvent> {
+pub(crate) fn event_from_row(row: &PgRow) -> Result<StoredEvent> {
     EventRow {
         stored_id: row.try_get("id")?,
         seq: row.try_get("seq")?,
@@ -273,6 +273,7 @@ fn event_from_row(row: &PgRow) -> Result<StoredEvent> {
         validation_hash: row.try_get("validation_hash")?,
         received_at: row.try_get("received_at")?,
         node: row.try_get("node")?,
+        enrichment: row.try_get("enrichment")?,
     }
     .decode()
 }
@@ -405,7 +406,7 @@ impl Store for PgStore {
         let sql = if query.descending {
             "SELECT id, seq, tenant_id, event_id, source, type, customer, time,
                  properties::text AS properties, tier, tier_detail, status, flags, gates,
-                 validation_hash, received_at, node
+                 validation_hash, received_at, node, enrichment
              FROM events
              WHERE tenant_id = $1
                AND ($2::text IS NULL OR customer = $2)
@@ -420,7 +421,7 @@ impl Store for PgStore {
         } else {
             "SELECT id, seq, tenant_id, event_id, source, type, customer, time,
                  properties::text AS properties, tier, tier_detail, status, flags, gates,
-                 validation_hash, received_at, node
+                 validation_hash, received_at, node, enrichment
              FROM events
              WHERE tenant_id = $1
                AND ($2::text IS NULL OR customer = $2)
@@ -548,6 +549,22 @@ impl Store for PgStore {
     ) -> Result<Subscription> {
         self.pg_change_plan(tenant, subscription, rate_plan, at)
             .await
+    }
+    async fn claim_enrichment(&self, limit: u32) -> Result<Box<dyn crate::EnrichmentClaim>> {
+        self.pg_claim_enrichment(limit).await
+    }
+    async fn requeue_waiting(&self, tenant: Uuid) -> Result<u64> {
+        self.pg_requeue_waiting(tenant).await
+    }
+    async fn revenue(
+        &self,
+        tenant: Uuid,
+        query: &crate::RevenueQuery,
+    ) -> Result<Vec<crate::RevenueRow>> {
+        self.pg_revenue(tenant, query).await
+    }
+    async fn ledger_of(&self, tenant: Uuid, event: Uuid) -> Result<Vec<crate::LedgerLine>> {
+        self.pg_ledger_of(tenant, event).await
     }
 }
 

@@ -126,7 +126,7 @@ fn tenant_from_row(row: &SqliteRow) -> Result<Tenant> {
     })
 }
 
-fn event_from_row(row: &SqliteRow) -> Result<StoredEvent> {
+pub(crate) fn event_from_row(row: &SqliteRow) -> Result<StoredEvent> {
     EventRow {
         stored_id: uuid(row.try_get("id")?)?,
         seq: row.try_get("seq")?,
@@ -145,6 +145,7 @@ fn event_from_row(row: &SqliteRow) -> Result<StoredEvent> {
         validation_hash: row.try_get("validation_hash")?,
         received_at: time(row.try_get("received_at")?)?,
         node: row.try_get("node")?,
+        enrichment: row.try_get("enrichment")?,
     }
     .decode()
 }
@@ -335,7 +336,7 @@ impl Store for SqliteStore {
         let limit = clamp_limit(query.limit);
         let sql = if query.descending {
             "SELECT id, seq, tenant_id, event_id, source, type, customer, time, properties, tier,
-                 tier_detail, status, flags, gates, validation_hash, received_at, node
+                 tier_detail, status, flags, gates, validation_hash, received_at, node, enrichment
              FROM events
              WHERE tenant_id = ?1
                AND (?2 IS NULL OR customer = ?2)
@@ -349,7 +350,7 @@ impl Store for SqliteStore {
              LIMIT ?9"
         } else {
             "SELECT id, seq, tenant_id, event_id, source, type, customer, time, properties, tier,
-                 tier_detail, status, flags, gates, validation_hash, received_at, node
+                 tier_detail, status, flags, gates, validation_hash, received_at, node, enrichment
              FROM events
              WHERE tenant_id = ?1
                AND (?2 IS NULL OR customer = ?2)
@@ -477,5 +478,21 @@ impl Store for SqliteStore {
     ) -> Result<Subscription> {
         self.sqlite_change_plan(tenant, subscription, rate_plan, at)
             .await
+    }
+    async fn claim_enrichment(&self, limit: u32) -> Result<Box<dyn crate::EnrichmentClaim>> {
+        self.sqlite_claim_enrichment(limit).await
+    }
+    async fn requeue_waiting(&self, tenant: Uuid) -> Result<u64> {
+        self.sqlite_requeue_waiting(tenant).await
+    }
+    async fn revenue(
+        &self,
+        tenant: Uuid,
+        query: &crate::RevenueQuery,
+    ) -> Result<Vec<crate::RevenueRow>> {
+        self.sqlite_revenue(tenant, query).await
+    }
+    async fn ledger_of(&self, tenant: Uuid, event: Uuid) -> Result<Vec<crate::LedgerLine>> {
+        self.sqlite_ledger_of(tenant, event).await
     }
 }

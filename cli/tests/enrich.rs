@@ -1,0 +1,303 @@
+//! Enrichment end to end: events in, exact revenue out, on a real standalone
+//! server (and on PostgreSQL with two separate `aforo enrich` processes).
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use aforo_billing::pricing::{ChargeRating, RatingFunction};
+use aforo_crds::catalog::{Resource, yaml_documents};
+use chrono::{DateTime, TimeZone, Utc};
+use common::{Backend, Server};
+use rust_decimal::Decimal;
+use serde_json::{Value, json};
+
+fn examples() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples"))
+}
+
+/// translation-pro's rating function, read from the example catalog.
+fn translation_pro(rate_plans_yaml: &str) -> RatingFunction {
+    for (origin, value) in yaml_documents(rate_plans_yaml, "rate-plans.yaml").unwrap() {
+        if let Resource::RatePlan(plan) = Resource::from_value(value, &origin).unwrap()
+            && plan.metadata.name.as_deref() == Some("translation-pro")
+        {
+            return ChargeRating::from_charge(&plan.spec.charges[0])
+                .unwrap()
+                .function;
+        }
+    }
+    panic!("no translation-pro in the examples");
+}
+
+fn example_plans() -> String {
+    std::fs::read_to_string(examples().join("rate-plans.yaml")).unwrap()
+}
+
+async fn setup(server: &Server, customer: &str) {
+    let http = server.http.clone();
+    let (ok, _, err) = server
+        .cli(&["apply", "-f", examples().to_str().unwrap(), "--http", &http])
+        .await;
+    assert!(ok, "{err}");
+    subscribe(server, customer).await;
+}
+
+async fn subscribe(server: &Server, customer: &str) {
+    let http = server.http.clone();
+    let (ok, _, err) = server
+        .cli(&[
+            "customers",
+            "create",
+            "--id",
+            customer,
+            "--name",
+            customer,
+            "--currency",
+            "EUR",
+            "--http",
+            &http,
+        ])
+        .await;
+    assert!(ok, "{err}");
+    let (ok, _, err) = server
+        .cli(&[
+            "subscriptions",
+            "create",
+            "--customer",
+            customer,
+            "--plan",
+            "translation-pro",
+            "--start",
+            "2026-11-01T00:00:00Z",
+            "--anchor-day",
+            "1",
+            "--http",
+            &http,
+        ])
+        .await;
+    assert!(ok, "{err}");
+}
+
+fn at(day: u32, hour: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, day, hour, 0, 0).unwrap()
+}
+
+/// Translation events for `customer`: deterministic sizes, times in November.
+fn events(
+    prefix: &str,
+    customer: &str,
+    n: usize,
+    days: std::ops::Range<u32>,
+) -> Vec<(Value, Decimal)> {
+    (0..n)
+        .map(|i| {
+            let chars = (i * 7919 % 9000 + 500) as i64;
+            let day = days.start + (i as u32 % (days.end - days.start));
+            let e = json!({"id": format!("{prefix}-{i}"), "source": "e2e", "type": "translation.characters",
+                           "customer": customer, "time": at(day, (i % 24) as u32).to_rfc3339(),
+                           "properties": {"characters": chars, "lang": "de"}});
+            (e, Decimal::from(chars))
+        })
+        .collect()
+}
+
+async fn send(server: &Server, batch: &[(Value, Decimal)]) {
+    for chunk in batch.chunks(500) {
+        let body = Value::Array(chunk.iter().map(|(e, _)| e.clone()).collect()).to_string();
+        let (status, answer) = server.post_events("application/json", body).await;
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(answer["rejected"], 0, "{answer}");
+    }
+}
+
+/// Waits until the ledger holds `events` events for `customer`.
+async fn revenue_when_enriched(server: &Server, customer: &str, events: i64) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, answer) = server
+            .get(&format!("/v1/revenue?customer={customer}"))
+            .await;
+        let rows = answer["rows"].as_array().cloned().unwrap_or_default();
+        let seen: i64 = rows.iter().map(|r| r["events"].as_i64().unwrap_or(0)).sum();
+        if seen == events {
+            return rows;
+        }
+        assert!(seen < events, "more ledger rows than events: {answer}");
+        assert!(
+            Instant::now() < deadline,
+            "enriched {seen} of {events} within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn decimal(v: &Value) -> Decimal {
+    v.as_str().unwrap().parse().unwrap()
+}
+
+async fn revenue_telescopes(backend: Backend) {
+    let server = Server::start(backend).await;
+    setup(&server, "acme").await;
+    let batch = events("t", "acme", 300, 2..28);
+    send(&server, &batch).await;
+    let rows = revenue_when_enriched(&server, "acme", 300).await;
+    assert_eq!(rows.len(), 1);
+    let total: Decimal = batch.iter().map(|(_, q)| *q).sum();
+    assert_eq!(decimal(&rows[0]["quantity"]), total);
+    let expected = translation_pro(&example_plans()).price(total);
+    assert!(expected > Decimal::ZERO);
+    assert_eq!(
+        decimal(&rows[0]["revenue"]),
+        expected,
+        "per-event revenues add up to price(total)"
+    );
+    assert_eq!(rows[0]["currency"], "EUR");
+}
+
+#[tokio::test]
+async fn per_event_revenue_adds_up_to_the_price_of_the_total_on_sqlite() {
+    revenue_telescopes(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn per_event_revenue_adds_up_to_the_price_of_the_total_on_postgres() {
+    revenue_telescopes(Backend::Postgres).await;
+}
+
+#[tokio::test]
+async fn a_price_change_prices_each_event_by_its_own_time() {
+    let server = Server::start(Backend::Sqlite).await;
+    setup(&server, "acme").await;
+    // Version 2: translation gets cheaper from November 20 on.
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(examples()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            std::fs::copy(&path, dir.path().join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    let v2_plans = example_plans()
+        .replacen("unitPrice: \"0.00002\"", "unitPrice: \"0.00001\"", 1)
+        .replacen(
+            "effectiveFrom: \"2026-01-01T00:00:00Z\"",
+            "effectiveFrom: \"2026-11-20T00:00:00Z\"",
+            1,
+        );
+    std::fs::write(dir.path().join("rate-plans.yaml"), &v2_plans).unwrap();
+    let http = server.http.clone();
+    let (ok, out, err) = server
+        .cli(&["apply", "-f", dir.path().to_str().unwrap(), "--http", &http])
+        .await;
+    assert!(ok && out.contains("version 2 created"), "{out}{err}");
+
+    // Later events first: arrival order must not matter.
+    let after = events("after", "acme", 40, 20..28);
+    let before = events("before", "acme", 40, 2..19);
+    send(&server, &after).await;
+    send(&server, &before).await;
+    revenue_when_enriched(&server, "acme", 80).await;
+
+    let sum = |b: &[(Value, Decimal)]| b.iter().map(|(_, q)| *q).sum::<Decimal>();
+    let v1 = translation_pro(&example_plans());
+    let v2 = translation_pro(&v2_plans);
+    let (_, listed) = server.get("/v1/events?limit=1000").await;
+    let mut revenue_before = Decimal::ZERO;
+    let mut revenue_after = Decimal::ZERO;
+    for e in listed["events"].as_array().unwrap() {
+        let id = e["stored_event_id"].as_str().unwrap();
+        let (_, lines) = server.get(&format!("/v1/events/{id}/revenue")).await;
+        let line = &lines["lines"][0];
+        let time: DateTime<Utc> = e["time"].as_str().unwrap().parse().unwrap();
+        let expected_version = if time >= at(20, 0) { 2 } else { 1 };
+        assert_eq!(line["catalog_version"], expected_version, "{e}");
+        if expected_version == 2 {
+            revenue_after += decimal(&line["revenue"]);
+        } else {
+            revenue_before += decimal(&line["revenue"]);
+        }
+    }
+    // Each price's events telescope on their own running total.
+    assert_eq!(revenue_before, v1.price(sum(&before)));
+    assert_eq!(revenue_after, v2.price(sum(&after)));
+}
+
+#[tokio::test]
+async fn unattributed_events_are_enriched_once_their_customer_subscribes() {
+    let server = Server::start(Backend::Sqlite).await;
+    setup(&server, "acme").await;
+    let early = events("early", "newco", 5, 3..6);
+    send(&server, &early).await;
+    // They are taken from the queue and wait, unattributed.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, listed) = server.get("/v1/events?customer=newco").await;
+        let marks: Vec<&str> = listed["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["enrichment"].as_str().unwrap())
+            .collect();
+        if marks.len() == 5 && marks.iter().all(|m| *m == "UNATTRIBUTED") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not marked UNATTRIBUTED within 30 s: {marks:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (_, answer) = server.get("/v1/revenue?customer=newco").await;
+    assert!(answer["rows"].as_array().unwrap().is_empty());
+    subscribe(&server, "newco").await;
+    let rows = revenue_when_enriched(&server, "newco", 5).await;
+    let (_, listed) = server.get("/v1/events?customer=newco").await;
+    assert!(
+        listed["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e["enrichment"] == "ENRICHED")
+    );
+    let total: Decimal = early.iter().map(|(_, q)| *q).sum();
+    assert_eq!(
+        decimal(&rows[0]["revenue"]),
+        translation_pro(&example_plans()).price(total)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_enrichers_on_one_postgres_enrich_every_event_exactly_once() {
+    let server = Server::start_with(Backend::Postgres, &["--enrichers", "0"]).await;
+    setup(&server, "acme").await;
+    let batch = events("pair", "acme", 3000, 2..28);
+    send(&server, &batch).await;
+    let spawn = || {
+        tokio::process::Command::new(common::BIN)
+            .args([
+                "enrich",
+                "--database-url",
+                &server.database_url,
+                "--batch",
+                "100",
+            ])
+            .env("AFORO_LOG", "warn")
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn aforo enrich")
+    };
+    let (mut a, mut b) = (spawn(), spawn());
+    let rows = revenue_when_enriched(&server, "acme", 3000).await;
+    let total: Decimal = batch.iter().map(|(_, q)| *q).sum();
+    assert_eq!(decimal(&rows[0]["quantity"]), total);
+    assert_eq!(
+        decimal(&rows[0]["revenue"]),
+        translation_pro(&example_plans()).price(total)
+    );
+    a.start_kill().unwrap();
+    b.start_kill().unwrap();
+    let _ = (a.wait().await, b.wait().await);
+}

@@ -1,0 +1,221 @@
+//! Resolution, pure: an event and its tenant's context → the enrichment
+//! outcome. customer → subscription in force at the event's time → catalog
+//! version in force at that time → the plan's charge for each meter that
+//! takes the event → what the event adds to each running total.
+
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use aforo_billing::period::period_start;
+use aforo_billing::pricing::ChargeRating;
+use aforo_crds::canonical;
+use aforo_crds::catalog::{Aggregation, MeterSpec, RatePlanSpec};
+use aforo_crds::compile::CatalogSnapshot;
+use aforo_store::enrichment::{
+    AggregationInput, EnrichmentOutcome, EnrichmentState, LedgerIntent, PriceFn, TotalKey,
+};
+use aforo_store::{StoredEvent, Subscription};
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+/// One stored catalog version, parsed.
+#[derive(Debug)]
+pub struct CatalogAt {
+    pub version: i64,
+    pub effective_from: Option<DateTime<Utc>>,
+    pub snapshot: CatalogSnapshot,
+}
+
+/// What resolution needs of one tenant.
+#[derive(Debug, Default)]
+pub struct TenantContext {
+    /// Newest first.
+    pub catalogs: Vec<Arc<CatalogAt>>,
+    /// By customer external id.
+    pub subscriptions: HashMap<String, Vec<Subscription>>,
+}
+
+impl TenantContext {
+    /// The catalog version in force at `t`: the newest whose effective time
+    /// has come.
+    pub fn catalog_at(&self, t: DateTime<Utc>) -> Option<&CatalogAt> {
+        self.catalogs
+            .iter()
+            .find(|c| c.effective_from.is_none_or(|from| from <= t))
+            .map(Arc::as_ref)
+    }
+}
+
+/// Reads `$.a.b` (dot-separated member names) from the properties.
+pub fn read_path<'a>(properties: &'a Map<String, Value>, path: &str) -> Option<&'a Value> {
+    let rest = path.strip_prefix("$.")?;
+    let mut parts = rest.split('.');
+    let mut current = properties.get(parts.next()?)?;
+    for part in parts {
+        current = current.get(part)?;
+    }
+    Some(current)
+}
+
+/// A JSON number or decimal string as an exact decimal.
+pub fn as_decimal(value: &Value) -> Option<Decimal> {
+    match value {
+        Value::Number(n) => Decimal::from_str(&n.to_string())
+            .or_else(|_| Decimal::from_scientific(&n.to_string()))
+            .ok(),
+        Value::String(s) => Decimal::from_str(s.trim()).ok(),
+        _ => None,
+    }
+}
+
+/// A short hash of a plan's terms for one meter: events priced by the same
+/// terms share a running total, a price change starts a new one.
+fn plan_terms(plan: &RatePlanSpec, meter: &str) -> String {
+    let charge = plan.charges.iter().find(|c| c.meter == meter);
+    let terms = serde_json::json!([plan.currency, plan.billing_period, charge]);
+    let digest = Sha256::digest(canonical::to_string(&terms));
+    hex::encode(&digest[..12])
+}
+
+fn input(
+    meter: &MeterSpec,
+    properties: &Map<String, Value>,
+) -> Option<(AggregationInput, Decimal)> {
+    let value = || {
+        meter
+            .value_property
+            .as_deref()
+            .and_then(|p| read_path(properties, p))
+    };
+    Some(match meter.aggregation {
+        Aggregation::Count => (AggregationInput::Count, Decimal::ONE),
+        Aggregation::Sum => {
+            let v = as_decimal(value()?)?;
+            (AggregationInput::Sum(v), v)
+        }
+        Aggregation::Max => {
+            let v = as_decimal(value()?)?;
+            (AggregationInput::Max(v), v)
+        }
+        Aggregation::Latest => {
+            let v = as_decimal(value()?)?;
+            (AggregationInput::Latest(v), v)
+        }
+        Aggregation::UniqueCount => (
+            AggregationInput::UniqueCount(canonical::to_string(value()?)),
+            Decimal::ONE,
+        ),
+    })
+}
+
+fn outcome(
+    event: &StoredEvent,
+    state: EnrichmentState,
+    intents: Vec<LedgerIntent>,
+) -> EnrichmentOutcome {
+    EnrichmentOutcome {
+        event: event.stored_id,
+        event_time: event.event.time,
+        state,
+        intents,
+    }
+}
+
+/// Resolves one event.
+pub fn resolve(event: &StoredEvent, ctx: &TenantContext) -> EnrichmentOutcome {
+    let e = &event.event;
+    let Some(catalog) = ctx.catalog_at(e.time) else {
+        return outcome(event, EnrichmentState::Unmetered, vec![]);
+    };
+    let meters: Vec<(&String, &MeterSpec)> = catalog.snapshot.meters_for(&e.event_type).collect();
+    if meters.is_empty() {
+        return outcome(event, EnrichmentState::Unmetered, vec![]);
+    }
+    let in_force = ctx
+        .subscriptions
+        .get(&e.customer)
+        .into_iter()
+        .flatten()
+        .find_map(|s| s.plan_at(e.time).map(|plan| (s, plan)));
+    let Some((subscription, plan_name)) = in_force else {
+        return outcome(event, EnrichmentState::Unattributed, vec![]);
+    };
+    let Some(plan) = catalog.snapshot.rate_plans.get(plan_name) else {
+        return outcome(event, EnrichmentState::Unattributed, vec![]);
+    };
+    let period = period_start(
+        plan.billing_period,
+        subscription.starts_at,
+        subscription.billing_anchor_day,
+        e.time,
+    );
+    let mut intents = Vec::new();
+    for (name, meter) in meters {
+        let Some(charge) = plan.charges.iter().find(|c| &c.meter == name) else {
+            continue;
+        };
+        let Ok(rating) = ChargeRating::from_charge(charge) else {
+            continue;
+        };
+        let (aggregation, contribution) = match &rating.percentage {
+            // A percentage charge's quantity is money: the event's own charge.
+            Some(rule) => {
+                let Some(amount) = read_path(&e.properties, &format!("$.{}", rule.amount_property))
+                    .and_then(as_decimal)
+                else {
+                    continue;
+                };
+                let charge = rule.event_charge(amount);
+                (AggregationInput::Sum(charge), Decimal::ONE)
+            }
+            None => match input(meter, &e.properties) {
+                Some(found) => found,
+                None => continue,
+            },
+        };
+        let dimension = rating
+            .by_dimension
+            .as_ref()
+            .and_then(|(d, _)| meter.group_by.get(d))
+            .and_then(|path| read_path(&e.properties, path))
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| v.to_string())
+            });
+        let function = rating.function_for(dimension.as_deref()).clone();
+        let price: PriceFn = Arc::new(move |q| function.price(q));
+        let unit_cost = meter
+            .unit_cost
+            .as_ref()
+            .and_then(|c| Decimal::from_str(c.as_str()).ok())
+            .unwrap_or_default();
+        let carried = e
+            .properties
+            .get("cost")
+            .and_then(as_decimal)
+            .unwrap_or_default();
+        intents.push(LedgerIntent {
+            key: TotalKey {
+                tenant: event.tenant,
+                subscription: subscription.id,
+                meter: name.clone(),
+                dimension: dimension.unwrap_or_default(),
+                period_start: period,
+                plan_terms: plan_terms(plan, name),
+            },
+            input: aggregation,
+            price,
+            customer: e.customer.clone(),
+            rate_plan: plan_name.to_owned(),
+            catalog_version: catalog.version,
+            currency: plan.currency.clone(),
+            cost: unit_cost * contribution + carried,
+            cost_currency: meter.cost_currency.clone(),
+        });
+    }
+    outcome(event, EnrichmentState::Enriched, intents)
+}

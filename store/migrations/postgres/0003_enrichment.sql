@@ -1,0 +1,55 @@
+-- Enrichment state of each event: NULL while it waits in the queue.
+ALTER TABLE events ADD COLUMN enrichment TEXT;
+CREATE INDEX events_enrichment_pending ON events (seq) WHERE enrichment IS NULL;
+CREATE INDEX events_enrichment_waiting ON events (tenant_id, seq)
+    WHERE enrichment IN ('UNATTRIBUTED', 'UNMETERED');
+
+-- Running totals per (subscription, meter, dimension, period, plan terms).
+CREATE TABLE running_totals (
+    tenant_id        UUID NOT NULL,
+    subscription_id  UUID NOT NULL,
+    meter            TEXT NOT NULL,
+    dimension        TEXT NOT NULL,
+    period_start     TIMESTAMPTZ NOT NULL,
+    plan_terms       TEXT NOT NULL,
+    quantity         NUMERIC NOT NULL,
+    price            NUMERIC NOT NULL,
+    -- LATEST: the time of the value the quantity holds.
+    latest_time      TIMESTAMPTZ,
+    updated_at       TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (tenant_id, subscription_id, meter, dimension, period_start, plan_terms)
+);
+
+-- UNIQUE_COUNT: the values a running total has counted.
+CREATE TABLE running_unique_values (
+    tenant_id        UUID NOT NULL,
+    subscription_id  UUID NOT NULL,
+    meter            TEXT NOT NULL,
+    dimension        TEXT NOT NULL,
+    period_start     TIMESTAMPTZ NOT NULL,
+    plan_terms       TEXT NOT NULL,
+    value            TEXT NOT NULL,
+    PRIMARY KEY (tenant_id, subscription_id, meter, dimension, period_start, plan_terms, value)
+);
+
+-- The revenue and cost ledger: one row per (event, meter) an enrichment priced.
+CREATE TABLE ledger (
+    event_id         UUID NOT NULL,
+    meter            TEXT NOT NULL,
+    tenant_id        UUID NOT NULL,
+    customer         TEXT NOT NULL,
+    subscription_id  UUID NOT NULL,
+    rate_plan        TEXT NOT NULL,
+    catalog_version  BIGINT NOT NULL,
+    dimension        TEXT NOT NULL,
+    period_start     TIMESTAMPTZ NOT NULL,
+    event_time       TIMESTAMPTZ NOT NULL,
+    quantity         NUMERIC NOT NULL,
+    revenue          NUMERIC NOT NULL,
+    currency         TEXT NOT NULL,
+    cost             NUMERIC NOT NULL,
+    cost_currency    TEXT,
+    enriched_at      TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (event_id, meter)
+);
+CREATE INDEX ledger_customer_time ON ledger (tenant_id, customer, event_time);

@@ -1,0 +1,271 @@
+//! SQLite: the enrichment queue, running totals and the ledger. Decimals
+//! are stored as their exact text. The claim holds the single writer, so
+//! enrichment and ingest commits take turns (standalone runs one enricher).
+
+use std::collections::{BTreeMap, HashMap};
+use std::str::FromStr;
+
+use async_trait::async_trait;
+use chrono::Utc;
+use rust_decimal::Decimal;
+use sqlx::{Row, Sqlite, Transaction};
+use uuid::Uuid;
+
+use crate::LedgerLine;
+use crate::enrichment::{
+    AggregationInput, EnrichmentClaim, EnrichmentOutcome, EnrichmentState, RevenueQuery,
+    RevenueRow, TotalKey, TotalState, fold,
+};
+use crate::sqlite::{event_from_row, time};
+use crate::{Result, SqliteStore, StoreError, StoredEvent};
+
+pub(crate) struct SqliteClaim {
+    tx: Transaction<'static, Sqlite>,
+    events: Vec<StoredEvent>,
+}
+
+fn decimal(text: &str) -> Result<Decimal> {
+    Decimal::from_str(text).map_err(|_| StoreError::Corrupt(format!("{text:?} is not a decimal")))
+}
+
+impl SqliteStore {
+    pub(crate) async fn sqlite_claim_enrichment(
+        &self,
+        limit: u32,
+    ) -> Result<Box<dyn EnrichmentClaim>> {
+        let mut tx = self.writer().begin_with("BEGIN IMMEDIATE").await?;
+        let rows = sqlx::query(
+            "SELECT id, seq, tenant_id, event_id, source, type, customer, time, properties, tier,
+                 tier_detail, status, flags, gates, validation_hash, received_at, node, enrichment
+             FROM events WHERE enrichment IS NULL ORDER BY seq LIMIT ?1",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await?;
+        let events = rows
+            .iter()
+            .map(event_from_row)
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Box::new(SqliteClaim { tx, events }))
+    }
+
+    pub(crate) async fn sqlite_requeue_waiting(&self, tenant: Uuid) -> Result<u64> {
+        let mut tx = self.writer().begin_with("BEGIN IMMEDIATE").await?;
+        let done = sqlx::query(
+            "UPDATE events SET enrichment = NULL
+             WHERE tenant_id = ?1 AND enrichment IN ('UNATTRIBUTED', 'UNMETERED')",
+        )
+        .bind(tenant.to_string())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected())
+    }
+
+    pub(crate) async fn sqlite_revenue(
+        &self,
+        tenant: Uuid,
+        q: &RevenueQuery,
+    ) -> Result<Vec<RevenueRow>> {
+        // Decimal text cannot be summed exactly in SQL here; sum in Rust.
+        let rows = sqlx::query(
+            "SELECT customer, meter, currency, quantity, revenue, cost FROM ledger
+             WHERE tenant_id = ?1 AND (?2 IS NULL OR customer = ?2)
+               AND (?3 IS NULL OR event_time >= ?3) AND (?4 IS NULL OR event_time < ?4)",
+        )
+        .bind(tenant.to_string())
+        .bind(&q.customer)
+        .bind(q.from.map(|t| t.timestamp_micros()))
+        .bind(q.to.map(|t| t.timestamp_micros()))
+        .fetch_all(self.readers())
+        .await?;
+        let mut sums: BTreeMap<(String, String, String), RevenueRow> = BTreeMap::new();
+        for r in rows {
+            let (customer, meter, currency): (String, String, String) = (
+                r.try_get("customer")?,
+                r.try_get("meter")?,
+                r.try_get("currency")?,
+            );
+            let row = sums
+                .entry((customer.clone(), meter.clone(), currency.clone()))
+                .or_insert_with(|| RevenueRow {
+                    customer,
+                    meter,
+                    currency,
+                    quantity: Decimal::ZERO,
+                    revenue: Decimal::ZERO,
+                    cost: Decimal::ZERO,
+                    events: 0,
+                });
+            row.quantity += decimal(r.try_get("quantity")?)?;
+            row.revenue += decimal(r.try_get("revenue")?)?;
+            row.cost += decimal(r.try_get("cost")?)?;
+            row.events += 1;
+        }
+        Ok(sums.into_values().collect())
+    }
+
+    pub(crate) async fn sqlite_ledger_of(
+        &self,
+        tenant: Uuid,
+        event: Uuid,
+    ) -> Result<Vec<LedgerLine>> {
+        let rows = sqlx::query(
+            "SELECT meter, rate_plan, catalog_version, quantity, revenue, currency, cost FROM ledger
+             WHERE tenant_id = ?1 AND event_id = ?2 ORDER BY meter",
+        )
+        .bind(tenant.to_string())
+        .bind(event.to_string())
+        .fetch_all(self.readers())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(LedgerLine {
+                    meter: r.try_get("meter")?,
+                    rate_plan: r.try_get("rate_plan")?,
+                    catalog_version: r.try_get("catalog_version")?,
+                    quantity: decimal(r.try_get("quantity")?)?,
+                    revenue: decimal(r.try_get("revenue")?)?,
+                    currency: r.try_get("currency")?,
+                    cost: decimal(r.try_get("cost")?)?,
+                })
+            })
+            .collect()
+    }
+}
+
+#[async_trait]
+impl EnrichmentClaim for SqliteClaim {
+    fn events(&self) -> &[StoredEvent] {
+        &self.events
+    }
+
+    async fn complete(mut self: Box<Self>, outcomes: Vec<EnrichmentOutcome>) -> Result<usize> {
+        let tx = &mut self.tx;
+        let now = Utc::now().timestamp_micros();
+        let mut totals: BTreeMap<TotalKey, TotalState> = BTreeMap::new();
+        for outcome in &outcomes {
+            for intent in &outcome.intents {
+                totals.entry(intent.key.clone()).or_default();
+            }
+        }
+        for (key, state) in totals.iter_mut() {
+            let row = sqlx::query(
+                "SELECT quantity, price, latest_time FROM running_totals
+                 WHERE tenant_id = ?1 AND subscription_id = ?2 AND meter = ?3 AND dimension = ?4
+                   AND period_start = ?5 AND plan_terms = ?6",
+            )
+            .bind(key.tenant.to_string())
+            .bind(key.subscription.to_string())
+            .bind(&key.meter)
+            .bind(&key.dimension)
+            .bind(key.period_start.timestamp_micros())
+            .bind(&key.plan_terms)
+            .fetch_optional(&mut **tx)
+            .await?;
+            if let Some(row) = row {
+                *state = TotalState {
+                    quantity: decimal(row.try_get("quantity")?)?,
+                    price: decimal(row.try_get("price")?)?,
+                    latest_time: row
+                        .try_get::<Option<i64>, _>("latest_time")?
+                        .map(time)
+                        .transpose()?,
+                };
+            }
+        }
+
+        let mut written = 0;
+        let mut marks: HashMap<EnrichmentState, Vec<String>> = HashMap::new();
+        for outcome in &outcomes {
+            marks
+                .entry(outcome.state)
+                .or_default()
+                .push(outcome.event.to_string());
+            for intent in &outcome.intents {
+                let key = &intent.key;
+                let unique_is_new = match &intent.input {
+                    AggregationInput::UniqueCount(value) => {
+                        sqlx::query(
+                            "INSERT INTO running_unique_values (tenant_id, subscription_id, meter, dimension,
+                                 period_start, plan_terms, value)
+                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING",
+                        )
+                        .bind(key.tenant.to_string())
+                        .bind(key.subscription.to_string())
+                        .bind(&key.meter)
+                        .bind(&key.dimension)
+                        .bind(key.period_start.timestamp_micros())
+                        .bind(&key.plan_terms)
+                        .bind(value)
+                        .execute(&mut **tx)
+                        .await?
+                        .rows_affected()
+                            == 1
+                    }
+                    _ => false,
+                };
+                let state = totals.entry(key.clone()).or_default();
+                let (quantity, revenue) = fold(state, intent, outcome.event_time, unique_is_new);
+                sqlx::query(
+                    "INSERT INTO ledger (event_id, meter, tenant_id, customer, subscription_id, rate_plan,
+                         catalog_version, dimension, period_start, event_time, quantity, revenue, currency,
+                         cost, cost_currency, enriched_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+                )
+                .bind(outcome.event.to_string())
+                .bind(&key.meter)
+                .bind(key.tenant.to_string())
+                .bind(&intent.customer)
+                .bind(key.subscription.to_string())
+                .bind(&intent.rate_plan)
+                .bind(intent.catalog_version)
+                .bind(&key.dimension)
+                .bind(key.period_start.timestamp_micros())
+                .bind(outcome.event_time.timestamp_micros())
+                .bind(quantity.to_string())
+                .bind(revenue.to_string())
+                .bind(&intent.currency)
+                .bind(intent.cost.to_string())
+                .bind(&intent.cost_currency)
+                .bind(now)
+                .execute(&mut **tx)
+                .await?;
+                written += 1;
+            }
+        }
+        for (key, state) in &totals {
+            sqlx::query(
+                "INSERT INTO running_totals (tenant_id, subscription_id, meter, dimension, period_start,
+                     plan_terms, quantity, price, latest_time, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                 ON CONFLICT (tenant_id, subscription_id, meter, dimension, period_start, plan_terms)
+                 DO UPDATE SET quantity = excluded.quantity, price = excluded.price,
+                     latest_time = excluded.latest_time, updated_at = excluded.updated_at",
+            )
+            .bind(key.tenant.to_string())
+            .bind(key.subscription.to_string())
+            .bind(&key.meter)
+            .bind(&key.dimension)
+            .bind(key.period_start.timestamp_micros())
+            .bind(&key.plan_terms)
+            .bind(state.quantity.to_string())
+            .bind(state.price.to_string())
+            .bind(state.latest_time.map(|t| t.timestamp_micros()))
+            .bind(now)
+            .execute(&mut **tx)
+            .await?;
+        }
+        for (state, ids) in marks {
+            for id in ids {
+                sqlx::query("UPDATE events SET enrichment = ?1 WHERE id = ?2")
+                    .bind(state.as_str())
+                    .bind(&id)
+                    .execute(&mut **tx)
+                    .await?;
+            }
+        }
+        self.tx.commit().await?;
+        Ok(written)
+    }
+}
