@@ -6,6 +6,7 @@ use aforo_crds::catalog::Resource;
 use aforo_crds::compile::{CatalogSnapshot, compile};
 use aforo_crds::validate::CatalogError;
 use aforo_store::cache::CatalogCache;
+use aforo_store::context::ContextCache;
 use aforo_store::{AppliedCatalog, CatalogVersion, NewCatalogVersion, Store, StoreError};
 use uuid::Uuid;
 
@@ -29,11 +30,20 @@ pub struct Applied {
 pub struct CatalogApi {
     store: Arc<dyn Store>,
     cache: Arc<CatalogCache>,
+    context: Arc<ContextCache>,
 }
 
 impl CatalogApi {
-    pub fn new(store: Arc<dyn Store>, cache: Arc<CatalogCache>) -> Self {
-        CatalogApi { store, cache }
+    pub fn new(
+        store: Arc<dyn Store>,
+        cache: Arc<CatalogCache>,
+        context: Arc<ContextCache>,
+    ) -> Self {
+        CatalogApi {
+            store,
+            cache,
+            context,
+        }
     }
 
     /// Reads resources from their JSON forms; every unreadable one is an error.
@@ -78,6 +88,7 @@ impl CatalogApi {
             .await?;
         if catalog.created {
             self.cache.invalidate(tenant);
+            self.context.invalidate_catalogs(tenant).await;
             // Events that waited for a meter get another try.
             self.store.requeue_waiting(tenant).await?;
             tracing::info!(

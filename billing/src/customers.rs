@@ -10,6 +10,8 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
+use aforo_store::context::ContextCache;
+
 use crate::catalog::CatalogApi;
 
 #[derive(Debug, thiserror::Error)]
@@ -25,11 +27,16 @@ pub enum AdminError {
 pub struct BusinessData {
     store: Arc<dyn Store>,
     catalog: CatalogApi,
+    context: Arc<ContextCache>,
 }
 
 impl BusinessData {
-    pub fn new(store: Arc<dyn Store>, catalog: CatalogApi) -> Self {
-        BusinessData { store, catalog }
+    pub fn new(store: Arc<dyn Store>, catalog: CatalogApi, context: Arc<ContextCache>) -> Self {
+        BusinessData {
+            store,
+            catalog,
+            context,
+        }
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -43,7 +50,7 @@ impl BusinessData {
     ) -> Result<(Customer, bool), AdminError> {
         check(input).map_err(AdminError::Invalid)?;
         let upserted = self.store.upsert_customer(tenant, input).await?;
-        self.requeue(tenant).await?;
+        self.changed(tenant, &input.external_id).await?;
         Ok(upserted)
     }
 
@@ -77,7 +84,7 @@ impl BusinessData {
             ));
         }
         let sub = self.store.create_subscription(tenant, input).await?;
-        self.requeue(tenant).await?;
+        self.changed(tenant, &sub.customer).await?;
         Ok(sub)
     }
 
@@ -93,12 +100,14 @@ impl BusinessData {
             .store
             .change_plan(tenant, subscription, rate_plan, at)
             .await?;
-        self.requeue(tenant).await?;
+        self.changed(tenant, &sub.customer).await?;
         Ok(sub)
     }
 
-    /// Events that waited for a customer or subscription get another try.
-    async fn requeue(&self, tenant: Uuid) -> Result<(), AdminError> {
+    /// After a customer's data changed: its cached context goes, and events
+    /// that waited for a customer or subscription get another try.
+    async fn changed(&self, tenant: Uuid, customer: &str) -> Result<(), AdminError> {
+        self.context.invalidate_customer(tenant, customer).await;
         let n = self.store.requeue_waiting(tenant).await?;
         if n > 0 {
             tracing::info!(%tenant, events = n, "requeued events for enrichment");

@@ -17,6 +17,7 @@ use aforo_proto::v1::customer_service_server::CustomerServiceServer;
 use aforo_store::Store;
 use aforo_store::auth::Authenticator;
 use aforo_store::cache::CatalogCache;
+use aforo_store::context::{self, ContextCache};
 use anyhow::Context;
 use clap::Args;
 use tokio::sync::watch;
@@ -76,6 +77,9 @@ pub struct StandaloneArgs {
     /// Events per enrichment batch.
     #[arg(long, env = "AFORO_ENRICH_BATCH", default_value_t = 500)]
     enrich_batch: u32,
+    /// Redis for the enrichment context cache (default: in process).
+    #[arg(long, env = "AFORO_REDIS_URL")]
+    redis_url: Option<String>,
     #[command(flatten)]
     ingest: IngestConfig,
 }
@@ -88,6 +92,10 @@ pub struct EnrichArgs {
     /// Events per batch.
     #[arg(long, env = "AFORO_ENRICH_BATCH", default_value_t = 500)]
     batch: u32,
+    /// Redis for the context cache, shared with the billing role, which
+    /// invalidates it. Without it each enricher caches for a few seconds only.
+    #[arg(long, env = "AFORO_REDIS_URL")]
+    redis_url: Option<String>,
 }
 
 /// The enrich role: claims batches from the store's queue until stopped.
@@ -96,7 +104,12 @@ pub async fn enrich(args: EnrichArgs) -> anyhow::Result<ExitCode> {
         .await
         .with_context(|| format!("cannot open the store at {}", redact(&args.database_url)))?;
     let (stop, stopped) = watch::channel(false);
-    let worker = tokio::spawn(Enricher::new(store, args.batch).run(stopped));
+    let context = Arc::new(match &args.redis_url {
+        Some(url) => ContextCache::redis(url, context::DEFAULT_TTL)?,
+        // Nothing invalidates an in-process cache from another process.
+        None => ContextCache::in_process(Duration::from_secs(5)),
+    });
+    let worker = tokio::spawn(Enricher::new(store, context, args.batch).run(stopped));
     println!("aforo enrich ready");
     shutdown_signal().await;
     let _ = stop.send(true);
@@ -205,7 +218,11 @@ pub async fn standalone(args: StandaloneArgs) -> anyhow::Result<ExitCode> {
     let store = args.store.open().await?;
     first_start(store.as_ref(), &args.store.data_dir).await?;
     let cache = Arc::new(CatalogCache::new(store.clone(), CATALOG_TTL));
-    let catalog = CatalogApi::new(store.clone(), cache.clone());
+    let context = Arc::new(match &args.redis_url {
+        Some(url) => ContextCache::redis(url, context::DEFAULT_TTL)?,
+        None => ContextCache::in_process(context::DEFAULT_TTL),
+    });
+    let catalog = CatalogApi::new(store.clone(), cache.clone(), context.clone());
     if let Some(dir) = &args.manifests {
         let tenant = store.tenant_by_name(DEV_TENANT).await?.with_context(|| {
             format!("--manifests applies to tenant {DEV_TENANT:?}, which does not exist")
@@ -216,7 +233,7 @@ pub async fn standalone(args: StandaloneArgs) -> anyhow::Result<ExitCode> {
     }
     let auth = Authenticator::new(store.clone());
     let backend = store.backend();
-    let business = BusinessData::new(store.clone(), catalog.clone());
+    let business = BusinessData::new(store.clone(), catalog.clone(), context.clone());
     let billing_http = aforo_billing::rest::router(BillingState {
         catalog: catalog.clone(),
         business: business.clone(),
@@ -238,7 +255,8 @@ pub async fn standalone(args: StandaloneArgs) -> anyhow::Result<ExitCode> {
     if args.enrichers > 0 {
         for _ in 0..args.enrichers {
             tokio::spawn(
-                Enricher::new(enrich_store.clone(), args.enrich_batch).run(stopped.clone()),
+                Enricher::new(enrich_store.clone(), context.clone(), args.enrich_batch)
+                    .run(stopped.clone()),
             );
         }
     }

@@ -15,6 +15,7 @@
 
 pub mod auth;
 pub mod cache;
+pub mod context;
 pub mod enrichment;
 mod error;
 mod migrate;

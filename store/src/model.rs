@@ -278,7 +278,7 @@ pub(crate) fn insertion_order(events: &[NewEvent]) -> Vec<usize> {
 }
 
 /// One immutable version of a tenant's catalog.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct CatalogVersion {
     pub version: i64,
     pub content_hash: String,
@@ -326,7 +326,7 @@ pub struct CustomerInput {
 }
 
 /// The rate plan a subscription is on over `[starts_at, ends_at)`.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SubscriptionPhase {
     pub starts_at: DateTime<Utc>,
     pub ends_at: Option<DateTime<Utc>>,
@@ -334,7 +334,7 @@ pub struct SubscriptionPhase {
     pub recorded_at: DateTime<Utc>,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Subscription {
     pub id: Uuid,
     /// The customer's external id.

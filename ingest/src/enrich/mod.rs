@@ -2,12 +2,13 @@
 //!
 //! An [`Enricher`] claims a batch of pending events from the store's queue
 //! (several enrichers share it; none sees another's events), loads what the
-//! batch's tenants need (catalog versions, the customers' subscriptions),
-//! resolves each event ([`resolve`], pure) and completes the claim: running
-//! totals are locked once per key, each event's revenue is
-//! `price(total after) − price(total before)`, and the ledger, the totals and
-//! the events' marks commit together. Events without a customer, subscription
-//! or meter are marked UNATTRIBUTED or UNMETERED and go back in the queue
+//! batch's tenants need (catalog versions, the customers' subscriptions)
+//! through the context cache, resolves each event ([`resolve`], pure) and
+//! completes the claim: running totals are locked once per key, each
+//! event's revenue is `price(total after) − price(total before)`, and the
+//! ledger, the totals and the events' marks commit together. Events without
+//! a customer, subscription or meter are marked UNATTRIBUTED or UNMETERED
+//! (after a second look that bypasses the cache) and go back in the queue
 //! when one of those appears.
 
 pub mod resolve;
@@ -16,6 +17,8 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
+use aforo_store::context::ContextCache;
+use aforo_store::enrichment::EnrichmentState;
 use aforo_store::{Store, StoreError};
 use uuid::Uuid;
 
@@ -23,26 +26,36 @@ use resolve::{CatalogAt, TenantContext, resolve};
 
 pub struct Enricher {
     store: Arc<dyn Store>,
+    cache: Arc<ContextCache>,
     batch: u32,
     idle: Duration,
 }
 
 impl Enricher {
-    pub fn new(store: Arc<dyn Store>, batch: u32) -> Self {
+    pub fn new(store: Arc<dyn Store>, cache: Arc<ContextCache>, batch: u32) -> Self {
         Enricher {
             store,
+            cache,
             batch,
             idle: Duration::from_millis(200),
         }
     }
 
+    /// A tenant's context, from the cache or (`fresh`) from the store.
     async fn context(
         &self,
         tenant: Uuid,
         customers: &BTreeSet<String>,
+        fresh: bool,
     ) -> Result<TenantContext, StoreError> {
+        let store = self.store.as_ref();
+        let versions = if fresh {
+            store.catalog_versions(tenant).await?
+        } else {
+            self.cache.catalog_versions(store, tenant).await?
+        };
         let mut catalogs = Vec::new();
-        for v in self.store.catalog_versions(tenant).await?.into_iter().rev() {
+        for v in versions.into_iter().rev() {
             let snapshot = serde_json::from_str(&v.snapshot)
                 .map_err(|e| StoreError::Corrupt(format!("catalog version {}: {e}", v.version)))?;
             catalogs.push(Arc::new(CatalogAt {
@@ -53,10 +66,12 @@ impl Enricher {
         }
         let mut subscriptions = HashMap::new();
         for customer in customers {
-            subscriptions.insert(
-                customer.clone(),
-                self.store.subscriptions(tenant, Some(customer)).await?,
-            );
+            let subs = if fresh {
+                store.subscriptions(tenant, Some(customer)).await?
+            } else {
+                self.cache.subscriptions(store, tenant, customer).await?
+            };
+            subscriptions.insert(customer.clone(), subs);
         }
         Ok(TenantContext {
             catalogs,
@@ -80,12 +95,28 @@ impl Enricher {
         }
         let mut contexts = HashMap::new();
         for (tenant, names) in &customers {
-            contexts.insert(*tenant, self.context(*tenant, names).await?);
+            contexts.insert(*tenant, self.context(*tenant, names, false).await?);
         }
-        let outcomes: Vec<_> = events
+        let mut outcomes: Vec<_> = events
             .iter()
             .map(|e| resolve(e, &contexts[&e.tenant]))
             .collect();
+        // Before an event is set aside as UNATTRIBUTED or UNMETERED, make
+        // sure a stale cache entry is not the reason: ask the store.
+        let doubtful: BTreeSet<Uuid> = outcomes
+            .iter()
+            .zip(events)
+            .filter(|(o, _)| o.state != EnrichmentState::Enriched)
+            .map(|(_, e)| e.tenant)
+            .collect();
+        for tenant in doubtful {
+            let fresh = self.context(tenant, &customers[&tenant], true).await?;
+            for (outcome, event) in outcomes.iter_mut().zip(events) {
+                if event.tenant == tenant && outcome.state != EnrichmentState::Enriched {
+                    *outcome = resolve(event, &fresh);
+                }
+            }
+        }
         let n = events.len();
         claim.complete(outcomes).await?;
         Ok(n)
@@ -116,5 +147,10 @@ impl Enricher {
                 backoff = self.idle;
             }
         }
+    }
+
+    /// The context cache's counters.
+    pub fn cache(&self) -> &ContextCache {
+        &self.cache
     }
 }
