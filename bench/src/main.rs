@@ -235,6 +235,112 @@ async fn drive(
     })
 }
 
+/// The example catalog, and a translation-pro subscription for each of the
+/// workload's 1000 customers, so every event is enriched with revenue.
+async fn billing_context(database: &str) -> anyhow::Result<()> {
+    use aforo_billing::catalog::CatalogApi;
+    use aforo_billing::customers::BusinessData;
+    use aforo_store::Store;
+    let store: Arc<dyn Store> = Arc::new(aforo_store::PgStore::connect(database).await?);
+    let tenant = store
+        .tenant_by_name("bench")
+        .await?
+        .context("the bench tenant")?;
+    let context = Arc::new(aforo_store::context::ContextCache::in_process(
+        Duration::from_secs(60),
+    ));
+    let catalogs = Arc::new(aforo_store::cache::CatalogCache::new(
+        store.clone(),
+        Duration::from_secs(5),
+    ));
+    let catalog = CatalogApi::new(store.clone(), catalogs, context.clone());
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples");
+    let mut resources = Vec::new();
+    for file in ["meters.yaml", "products.yaml", "rate-plans.yaml"] {
+        let text = std::fs::read_to_string(format!("{dir}/{file}"))?;
+        for (origin, value) in
+            aforo_crds::catalog::yaml_documents(&text, file).map_err(|e| anyhow::anyhow!("{e}"))?
+        {
+            resources.push(
+                aforo_crds::catalog::Resource::from_value(value, &origin)
+                    .map_err(|e| anyhow::anyhow!("{e}"))?,
+            );
+        }
+    }
+    catalog
+        .apply(tenant.id, &resources)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let business = BusinessData::new(store.clone(), catalog, context);
+    let start = Utc::now() - chrono::Duration::days(30);
+    for i in 0..1000 {
+        let customer = format!("customer-{i}");
+        business
+            .upsert_customer(
+                tenant.id,
+                &aforo_store::CustomerInput {
+                    external_id: customer.clone(),
+                    name: customer.clone(),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        business
+            .create_subscription(
+                tenant.id,
+                &aforo_store::SubscriptionInput {
+                    customer,
+                    rate_plan: "translation-pro".into(),
+                    starts_at: start,
+                    ends_at: None,
+                    billing_anchor_day: Some(1),
+                },
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    Ok(())
+}
+
+/// Runs `processes` enrichers until the queue is empty; returns the events
+/// enriched and the time it took.
+async fn enrich(
+    bin: &PathBuf,
+    database: &str,
+    processes: usize,
+) -> anyhow::Result<(usize, Duration)> {
+    let mut conn = PgConnection::connect(database).await?;
+    let pending = || "SELECT count(*) FROM events WHERE enrichment IS NULL";
+    let queued: i64 = sqlx::query_scalar(pending()).fetch_one(&mut conn).await?;
+    let start = Instant::now();
+    let mut children = Vec::new();
+    for _ in 0..processes {
+        children.push(
+            Command::new(bin)
+                .args(["enrich", "--database-url", database, "--batch", "500"])
+                .env("AFORO_LOG", "warn")
+                .stdout(Stdio::null())
+                .kill_on_drop(true)
+                .spawn()
+                .context("start aforo enrich")?,
+        );
+    }
+    loop {
+        let left: i64 = sqlx::query_scalar(pending()).fetch_one(&mut conn).await?;
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let elapsed = start.elapsed();
+    for mut child in children {
+        child.start_kill()?;
+        child.wait().await?;
+    }
+    Ok((queued as usize, elapsed))
+}
+
 /// A running `aforo ingest` on the benchmark database.
 struct Aforo {
     child: tokio::process::Child,
@@ -596,6 +702,7 @@ async fn main() -> anyhow::Result<()> {
     let database = format!("{base}/{name}");
 
     let mut aforo = start_aforo(&aforo_bin, &database).await?;
+    billing_context(&database).await?;
     println!(
         "aforo ingest on PostgreSQL; {} streams x {} events/batch, {:.0}% duplicate ids",
         args.streams,
@@ -646,6 +753,9 @@ async fn main() -> anyhow::Result<()> {
     .await?;
     aforo.child.start_kill()?;
     aforo.child.wait().await?;
+
+    // Enrichment of everything ingested, by two `aforo enrich` processes.
+    let (enriched, enrich_time) = enrich(&aforo_bin, &database, 2).await?;
 
     // Baselines on the same rows.
     let tenant = Uuid::now_v7();
@@ -716,6 +826,12 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "  INSERT per event {insert_rate:>10.0} rows/s    ({} connections, autocommit, {inserted} rows)",
         args.insert_connections
+    );
+    println!(
+        "enrichment: {enriched} events in {:.2} s by 2 enrich processes: {:.0} events/s ({:.2} x the durable ingest rate)",
+        enrich_time.as_secs_f64(),
+        rate(enriched, enrich_time),
+        rate(enriched, enrich_time) / aforo_events
     );
     println!("ratios");
     println!(

@@ -16,3 +16,4 @@ pub mod grpc;
 pub mod period;
 pub mod pricing;
 pub mod rest;
+pub mod usage;

@@ -12,6 +12,9 @@
 //! | `POST /v1/subscriptions/{id}/plan` | `{"rate_plan", "effective_at"}`: a plan change |
 //! | `GET /v1/revenue?customer=&from=&to=` | revenue, cost and margin by customer, meter and currency, from the ledger |
 //! | `GET /v1/events/{id}/revenue` | what each meter made of one stored event |
+//! | `GET /v1/revenue/hourly?customer=` | revenue and cost per hour over the last 24 hours |
+//! | `GET /v1/margin/cohorts?key=&from=&to=` | revenue, cost and margin by a customer metadata key |
+//! | `GET /v1/entitlements?customer=&meter=` | included, used and remaining this period |
 
 use std::sync::Arc;
 
@@ -32,11 +35,13 @@ use uuid::Uuid;
 
 use crate::catalog::{ApplyError, CatalogApi};
 use crate::customers::{self, AdminError, BusinessData};
+use crate::usage::UsageApi;
 
 #[derive(Clone)]
 pub struct BillingState {
     pub catalog: CatalogApi,
     pub business: BusinessData,
+    pub usage: UsageApi,
     pub store: Arc<dyn Store>,
     pub auth: Authenticator,
 }
@@ -56,6 +61,9 @@ pub fn router(state: BillingState) -> Router {
         )
         .route("/v1/subscriptions/{id}/plan", post(change_plan))
         .route("/v1/revenue", get(revenue))
+        .route("/v1/revenue/hourly", get(hourly))
+        .route("/v1/margin/cohorts", get(cohorts))
+        .route("/v1/entitlements", get(entitlement))
         .route("/v1/events/{id}/revenue", get(event_revenue))
         .with_state(state)
 }
@@ -569,5 +577,102 @@ async fn event_revenue(
             "currency": l.currency,
             "cost": money(l.cost),
         })).collect::<Vec<_>>(),
+    })))
+}
+
+#[derive(Deserialize)]
+struct HourlyParams {
+    customer: Option<String>,
+}
+
+async fn hourly(
+    State(state): State<BillingState>,
+    headers: HeaderMap,
+    Query(q): Query<HourlyParams>,
+) -> Result<Json<Value>, ApiError> {
+    let tenant = tenant(&state, &headers).await?;
+    let rows = state
+        .usage
+        .last_24_hours(tenant.id, q.customer, Utc::now())
+        .await?;
+    Ok(Json(json!({
+        "hours": rows.iter().map(|h| json!({
+            "hour": time(&h.hour),
+            "currency": h.currency,
+            "revenue": money(h.revenue),
+            "cost": money(h.cost),
+            "margin": money(h.revenue - h.cost),
+            "events": h.events,
+        })).collect::<Vec<_>>(),
+    })))
+}
+
+#[derive(Deserialize)]
+struct CohortParams {
+    key: String,
+    from: Option<DateTime<Utc>>,
+    to: Option<DateTime<Utc>>,
+}
+
+async fn cohorts(
+    State(state): State<BillingState>,
+    headers: HeaderMap,
+    Query(q): Query<CohortParams>,
+) -> Result<Json<Value>, ApiError> {
+    let tenant = tenant(&state, &headers).await?;
+    let query = aforo_store::RevenueQuery {
+        customer: None,
+        from: q.from,
+        to: q.to,
+    };
+    let rows = state.usage.cohorts(tenant.id, &q.key, &query).await?;
+    Ok(Json(json!({
+        "key": q.key,
+        "cohorts": rows.iter().map(|c| json!({
+            "cohort": c.cohort,
+            "currency": c.currency,
+            "customers": c.customers,
+            "revenue": money(c.revenue),
+            "cost": money(c.cost),
+            "margin": money(c.revenue - c.cost),
+        })).collect::<Vec<_>>(),
+    })))
+}
+
+#[derive(Deserialize)]
+struct EntitlementParams {
+    customer: String,
+    meter: String,
+}
+
+async fn entitlement(
+    State(state): State<BillingState>,
+    headers: HeaderMap,
+    Query(q): Query<EntitlementParams>,
+) -> Result<Json<Value>, ApiError> {
+    let tenant = tenant(&state, &headers).await?;
+    let e = state
+        .usage
+        .entitlement(tenant.id, &q.customer, &q.meter, Utc::now())
+        .await?
+        .ok_or_else(|| {
+            ApiError(
+                StatusCode::NOT_FOUND,
+                "NOT_FOUND",
+                format!(
+                    "{:?} has no subscription that charges meter {:?} now",
+                    q.customer, q.meter
+                ),
+                None,
+            )
+        })?;
+    Ok(Json(json!({
+        "customer": e.customer,
+        "meter": e.meter,
+        "rate_plan": e.rate_plan,
+        "period_start": time(&e.period_start),
+        "included": money(e.included),
+        "used": money(e.used),
+        "remaining": money(e.remaining),
     })))
 }

@@ -10,6 +10,7 @@ use aforo_billing::catalog::CatalogApi;
 use aforo_billing::customers::BusinessData;
 use aforo_billing::grpc::{CatalogGrpc, CustomerGrpc};
 use aforo_billing::rest::BillingState;
+use aforo_billing::usage::UsageApi;
 use aforo_ingest::enrich::Enricher;
 use aforo_ingest::{IngestConfig, IngestServer, clock::SystemClock};
 use aforo_proto::v1::catalog_service_server::CatalogServiceServer;
@@ -237,6 +238,7 @@ pub async fn standalone(args: StandaloneArgs) -> anyhow::Result<ExitCode> {
     let billing_http = aforo_billing::rest::router(BillingState {
         catalog: catalog.clone(),
         business: business.clone(),
+        usage: UsageApi::new(store.clone(), context.clone()),
         store: store.clone(),
         auth: auth.clone(),
     });

@@ -301,3 +301,106 @@ async fn two_enrichers_on_one_postgres_enrich_every_event_exactly_once() {
     b.start_kill().unwrap();
     let _ = (a.wait().await, b.wait().await);
 }
+
+#[tokio::test]
+async fn entitlements_hourly_revenue_and_cohort_margin_before_the_period_closes() {
+    let server = Server::start(Backend::Sqlite).await;
+    let http = server.http.clone();
+    let (ok, _, err) = server
+        .cli(&["apply", "-f", examples().to_str().unwrap(), "--http", &http])
+        .await;
+    assert!(ok, "{err}");
+    for (customer, segment) in [("acme", "enterprise"), ("globex", "smb")] {
+        let (ok, _, err) = server
+            .cli(&[
+                "customers",
+                "create",
+                "--id",
+                customer,
+                "--name",
+                customer,
+                "--meta",
+                &format!("segment={segment}"),
+                "--http",
+                &http,
+            ])
+            .await;
+        assert!(ok, "{err}");
+        let (ok, _, err) = server
+            .cli(&[
+                "subscriptions",
+                "create",
+                "--customer",
+                customer,
+                "--plan",
+                "translation-pro",
+                "--start",
+                "2026-11-01T00:00:00Z",
+                "--anchor-day",
+                "1",
+                "--http",
+                &http,
+            ])
+            .await;
+        assert!(ok, "{err}");
+    }
+    // Events of the last hours, so they fall in the hourly series.
+    let now = Utc::now();
+    let recent = |prefix: &str, customer: &str, n: usize, chars: i64| -> Vec<(Value, Decimal)> {
+        (0..n)
+            .map(|i| {
+                let t = now - chrono::Duration::minutes(10 + i as i64 * 30);
+                (
+                    json!({"id": format!("{prefix}-{i}"), "source": "e2e", "type": "translation.characters",
+                           "customer": customer, "time": t.to_rfc3339(),
+                           "properties": {"characters": chars}}),
+                    Decimal::from(chars),
+                )
+            })
+            .collect()
+    };
+    let acme = recent("h", "acme", 10, 30_000);
+    let globex = recent("g", "globex", 4, 1_000);
+    send(&server, &acme).await;
+    send(&server, &globex).await;
+    revenue_when_enriched(&server, "acme", 10).await;
+    revenue_when_enriched(&server, "globex", 4).await;
+
+    let (status, e) = server
+        .get("/v1/entitlements?customer=acme&meter=translation-characters")
+        .await;
+    assert_eq!(status, 200, "{e}");
+    assert_eq!(decimal(&e["included"]), Decimal::from(100_000));
+    assert_eq!(decimal(&e["used"]), Decimal::from(300_000));
+    assert_eq!(decimal(&e["remaining"]), Decimal::ZERO);
+    let (_, g) = server
+        .get("/v1/entitlements?customer=globex&meter=translation-characters")
+        .await;
+    assert_eq!(decimal(&g["remaining"]), Decimal::from(96_000));
+    let (status, _) = server
+        .get("/v1/entitlements?customer=nobody&meter=translation-characters")
+        .await;
+    assert_eq!(status, 404);
+
+    let (_, hourly) = server.get("/v1/revenue/hourly?customer=acme").await;
+    let hours = hourly["hours"].as_array().unwrap();
+    let events: i64 = hours.iter().map(|h| h["events"].as_i64().unwrap()).sum();
+    assert_eq!(events, 10);
+    let revenue: Decimal = hours.iter().map(|h| decimal(&h["revenue"])).sum();
+    assert_eq!(
+        revenue,
+        translation_pro(&example_plans()).price(Decimal::from(300_000))
+    );
+
+    let (_, cohorts) = server.get("/v1/margin/cohorts?key=segment").await;
+    let rows = cohorts["cohorts"].as_array().unwrap();
+    let names: Vec<&str> = rows.iter().map(|r| r["cohort"].as_str().unwrap()).collect();
+    assert_eq!(names, ["enterprise", "smb"]);
+    assert_eq!(rows[0]["customers"], 1);
+    assert_eq!(decimal(&rows[0]["revenue"]), revenue);
+    assert_eq!(
+        decimal(&rows[1]["revenue"]),
+        Decimal::ZERO,
+        "globex is within its included units"
+    );
+}

@@ -170,6 +170,16 @@ pub struct LedgerLine {
     pub cost: Decimal,
 }
 
+/// Revenue and cost of one hour of event time, in one currency.
+#[derive(Clone, Debug, PartialEq)]
+pub struct HourRow {
+    pub hour: DateTime<Utc>,
+    pub currency: String,
+    pub revenue: Decimal,
+    pub cost: Decimal,
+    pub events: i64,
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct RevenueQuery {
     pub customer: Option<String>,

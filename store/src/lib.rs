@@ -33,7 +33,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
-pub use enrichment::{EnrichmentClaim, LedgerLine, RevenueQuery, RevenueRow};
+pub use enrichment::{EnrichmentClaim, HourRow, LedgerLine, RevenueQuery, RevenueRow};
 pub use error::StoreError;
 pub use model::{
     AppliedCatalog, CatalogVersion, CommitBatch, CommitOutcome, Customer, CustomerInput,
@@ -150,6 +150,14 @@ pub trait Store: Send + Sync + 'static {
     async fn revenue(&self, tenant: Uuid, query: &RevenueQuery) -> Result<Vec<RevenueRow>>;
     /// The ledger rows of one event.
     async fn ledger_of(&self, tenant: Uuid, event: Uuid) -> Result<Vec<LedgerLine>>;
+    /// Revenue and cost by hour of event time.
+    async fn revenue_by_hour(&self, tenant: Uuid, query: &RevenueQuery) -> Result<Vec<HourRow>>;
+    /// Every running total of a subscription.
+    async fn running_totals_of(
+        &self,
+        tenant: Uuid,
+        subscription: Uuid,
+    ) -> Result<Vec<(enrichment::TotalKey, enrichment::TotalState)>>;
 }
 
 /// Opens the store a URL names, running its migrations first:

@@ -7,12 +7,12 @@ use chrono::Utc;
 use sqlx::{Postgres, Row, Transaction};
 use uuid::Uuid;
 
-use crate::LedgerLine;
 use crate::enrichment::{
     AggregationInput, EnrichmentClaim, EnrichmentOutcome, EnrichmentState, RevenueQuery,
     RevenueRow, TotalKey, TotalState, fold,
 };
 use crate::postgres::{event_from_row, micros};
+use crate::{HourRow, LedgerLine};
 use crate::{PgStore, Result, StoredEvent};
 
 pub(crate) struct PgClaim {
@@ -21,6 +21,74 @@ pub(crate) struct PgClaim {
 }
 
 impl PgStore {
+    pub(crate) async fn pg_revenue_by_hour(
+        &self,
+        tenant: Uuid,
+        q: &RevenueQuery,
+    ) -> Result<Vec<HourRow>> {
+        let rows = sqlx::query(
+            "SELECT date_trunc('hour', event_time) AS hour, currency, sum(revenue) AS revenue,
+                 sum(cost) AS cost, count(*) AS events
+             FROM ledger
+             WHERE tenant_id = $1 AND ($2::text IS NULL OR customer = $2)
+               AND ($3::timestamptz IS NULL OR event_time >= $3)
+               AND ($4::timestamptz IS NULL OR event_time < $4)
+             GROUP BY 1, 2 ORDER BY 1, 2",
+        )
+        .bind(tenant)
+        .bind(&q.customer)
+        .bind(q.from)
+        .bind(q.to)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(HourRow {
+                    hour: r.try_get("hour")?,
+                    currency: r.try_get("currency")?,
+                    revenue: r.try_get("revenue")?,
+                    cost: r.try_get("cost")?,
+                    events: r.try_get("events")?,
+                })
+            })
+            .collect()
+    }
+
+    pub(crate) async fn pg_running_totals_of(
+        &self,
+        tenant: Uuid,
+        subscription: Uuid,
+    ) -> Result<Vec<(TotalKey, TotalState)>> {
+        let rows = sqlx::query(
+            "SELECT meter, dimension, period_start, plan_terms, quantity, price, latest_time
+             FROM running_totals WHERE tenant_id = $1 AND subscription_id = $2
+             ORDER BY period_start, meter, dimension",
+        )
+        .bind(tenant)
+        .bind(subscription)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    TotalKey {
+                        tenant,
+                        subscription,
+                        meter: r.try_get("meter")?,
+                        dimension: r.try_get("dimension")?,
+                        period_start: r.try_get("period_start")?,
+                        plan_terms: r.try_get("plan_terms")?,
+                    },
+                    TotalState {
+                        quantity: r.try_get("quantity")?,
+                        price: r.try_get("price")?,
+                        latest_time: r.try_get("latest_time")?,
+                    },
+                ))
+            })
+            .collect()
+    }
+
     pub(crate) async fn pg_claim_enrichment(&self, limit: u32) -> Result<Box<dyn EnrichmentClaim>> {
         let mut tx = self.pool().begin().await?;
         let rows = sqlx::query(

@@ -566,6 +566,20 @@ impl Store for PgStore {
     async fn ledger_of(&self, tenant: Uuid, event: Uuid) -> Result<Vec<crate::LedgerLine>> {
         self.pg_ledger_of(tenant, event).await
     }
+    async fn revenue_by_hour(
+        &self,
+        tenant: Uuid,
+        query: &crate::RevenueQuery,
+    ) -> Result<Vec<crate::HourRow>> {
+        self.pg_revenue_by_hour(tenant, query).await
+    }
+    async fn running_totals_of(
+        &self,
+        tenant: Uuid,
+        subscription: Uuid,
+    ) -> Result<Vec<(crate::enrichment::TotalKey, crate::enrichment::TotalState)>> {
+        self.pg_running_totals_of(tenant, subscription).await
+    }
 }
 
 /// Deadlock or serialization failure: the transaction was rolled back and

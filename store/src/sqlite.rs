@@ -495,4 +495,18 @@ impl Store for SqliteStore {
     async fn ledger_of(&self, tenant: Uuid, event: Uuid) -> Result<Vec<crate::LedgerLine>> {
         self.sqlite_ledger_of(tenant, event).await
     }
+    async fn revenue_by_hour(
+        &self,
+        tenant: Uuid,
+        query: &crate::RevenueQuery,
+    ) -> Result<Vec<crate::HourRow>> {
+        self.sqlite_revenue_by_hour(tenant, query).await
+    }
+    async fn running_totals_of(
+        &self,
+        tenant: Uuid,
+        subscription: Uuid,
+    ) -> Result<Vec<(crate::enrichment::TotalKey, crate::enrichment::TotalState)>> {
+        self.sqlite_running_totals_of(tenant, subscription).await
+    }
 }

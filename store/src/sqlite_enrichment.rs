@@ -11,12 +11,12 @@ use rust_decimal::Decimal;
 use sqlx::{Row, Sqlite, Transaction};
 use uuid::Uuid;
 
-use crate::LedgerLine;
 use crate::enrichment::{
     AggregationInput, EnrichmentClaim, EnrichmentOutcome, EnrichmentState, RevenueQuery,
     RevenueRow, TotalKey, TotalState, fold,
 };
 use crate::sqlite::{event_from_row, time};
+use crate::{HourRow, LedgerLine};
 use crate::{Result, SqliteStore, StoreError, StoredEvent};
 
 pub(crate) struct SqliteClaim {
@@ -29,6 +29,84 @@ fn decimal(text: &str) -> Result<Decimal> {
 }
 
 impl SqliteStore {
+    pub(crate) async fn sqlite_revenue_by_hour(
+        &self,
+        tenant: Uuid,
+        q: &RevenueQuery,
+    ) -> Result<Vec<HourRow>> {
+        const HOUR: i64 = 3_600_000_000;
+        let rows = sqlx::query(
+            "SELECT event_time, currency, revenue, cost FROM ledger
+             WHERE tenant_id = ?1 AND (?2 IS NULL OR customer = ?2)
+               AND (?3 IS NULL OR event_time >= ?3) AND (?4 IS NULL OR event_time < ?4)",
+        )
+        .bind(tenant.to_string())
+        .bind(&q.customer)
+        .bind(q.from.map(|t| t.timestamp_micros()))
+        .bind(q.to.map(|t| t.timestamp_micros()))
+        .fetch_all(self.readers())
+        .await?;
+        let mut sums: BTreeMap<(i64, String), (Decimal, Decimal, i64)> = BTreeMap::new();
+        for r in rows {
+            let t: i64 = r.try_get("event_time")?;
+            let entry = sums
+                .entry((t.div_euclid(HOUR) * HOUR, r.try_get("currency")?))
+                .or_default();
+            entry.0 += decimal(r.try_get("revenue")?)?;
+            entry.1 += decimal(r.try_get("cost")?)?;
+            entry.2 += 1;
+        }
+        sums.into_iter()
+            .map(|((hour, currency), (revenue, cost, events))| {
+                Ok(HourRow {
+                    hour: time(hour)?,
+                    currency,
+                    revenue,
+                    cost,
+                    events,
+                })
+            })
+            .collect()
+    }
+
+    pub(crate) async fn sqlite_running_totals_of(
+        &self,
+        tenant: Uuid,
+        subscription: Uuid,
+    ) -> Result<Vec<(TotalKey, TotalState)>> {
+        let rows = sqlx::query(
+            "SELECT meter, dimension, period_start, plan_terms, quantity, price, latest_time
+             FROM running_totals WHERE tenant_id = ?1 AND subscription_id = ?2
+             ORDER BY period_start, meter, dimension",
+        )
+        .bind(tenant.to_string())
+        .bind(subscription.to_string())
+        .fetch_all(self.readers())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    TotalKey {
+                        tenant,
+                        subscription,
+                        meter: r.try_get("meter")?,
+                        dimension: r.try_get("dimension")?,
+                        period_start: time(r.try_get("period_start")?)?,
+                        plan_terms: r.try_get("plan_terms")?,
+                    },
+                    TotalState {
+                        quantity: decimal(r.try_get("quantity")?)?,
+                        price: decimal(r.try_get("price")?)?,
+                        latest_time: r
+                            .try_get::<Option<i64>, _>("latest_time")?
+                            .map(time)
+                            .transpose()?,
+                    },
+                ))
+            })
+            .collect()
+    }
+
     pub(crate) async fn sqlite_claim_enrichment(
         &self,
         limit: u32,
