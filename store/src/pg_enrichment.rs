@@ -1,15 +1,16 @@
 //! PostgreSQL: the enrichment queue, running totals and the ledger.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use async_trait::async_trait;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
 use sqlx::{Postgres, Row, Transaction};
 use uuid::Uuid;
 
 use crate::enrichment::{
-    AggregationInput, EnrichmentClaim, EnrichmentOutcome, EnrichmentState, RevenueQuery,
-    RevenueRow, TotalKey, TotalState, fold,
+    AggregationInput, EnrichmentClaim, EnrichmentOutcome, EnrichmentState, LedgerIntent,
+    RevenueQuery, RevenueRow, TotalKey, TotalState, fold,
 };
 use crate::postgres::{event_from_row, micros};
 use crate::{HourRow, LedgerLine};
@@ -186,125 +187,193 @@ impl EnrichmentClaim for PgClaim {
         &self.events
     }
 
+    /// Six set-based statements per batch, whatever its size: create the
+    /// missing totals, lock every total (in key order, so enrichers cannot
+    /// deadlock), claim UNIQUE_COUNT values, write the ledger, write the
+    /// totals back, mark the events.
     async fn complete(mut self: Box<Self>, outcomes: Vec<EnrichmentOutcome>) -> Result<usize> {
         let tx = &mut self.tx;
         let now = micros(Utc::now());
-        // Lock every running total once, in key order (no deadlocks between
-        // enrichers), creating the missing ones.
         let mut totals: BTreeMap<TotalKey, TotalState> = BTreeMap::new();
         for outcome in &outcomes {
             for intent in &outcome.intents {
                 totals.entry(intent.key.clone()).or_default();
             }
         }
-        for (key, state) in totals.iter_mut() {
+        let keys: Vec<TotalKey> = totals.keys().cloned().collect();
+        let tenants: Vec<Uuid> = keys.iter().map(|k| k.tenant).collect();
+        let subs: Vec<Uuid> = keys.iter().map(|k| k.subscription).collect();
+        let meters: Vec<&str> = keys.iter().map(|k| k.meter.as_str()).collect();
+        let dims: Vec<&str> = keys.iter().map(|k| k.dimension.as_str()).collect();
+        let periods: Vec<DateTime<Utc>> = keys.iter().map(|k| k.period_start).collect();
+        let terms: Vec<&str> = keys.iter().map(|k| k.plan_terms.as_str()).collect();
+        if !keys.is_empty() {
             sqlx::query(
                 "INSERT INTO running_totals (tenant_id, subscription_id, meter, dimension, period_start,
                      plan_terms, quantity, price, latest_time, updated_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, 0, 0, NULL, $7)
+                 SELECT t, s, m, d, p, pt, 0, 0, NULL, $7
+                 FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::timestamptz[], $6::text[])
+                   AS k(t, s, m, d, p, pt)
                  ON CONFLICT DO NOTHING",
             )
-            .bind(key.tenant)
-            .bind(key.subscription)
-            .bind(&key.meter)
-            .bind(&key.dimension)
-            .bind(key.period_start)
-            .bind(&key.plan_terms)
+            .bind(&tenants)
+            .bind(&subs)
+            .bind(&meters)
+            .bind(&dims)
+            .bind(&periods)
+            .bind(&terms)
             .bind(now)
             .execute(&mut **tx)
             .await?;
-            let row = sqlx::query(
-                "SELECT quantity, price, latest_time FROM running_totals
-                 WHERE tenant_id = $1 AND subscription_id = $2 AND meter = $3 AND dimension = $4
-                   AND period_start = $5 AND plan_terms = $6
-                 FOR UPDATE",
+            let rows = sqlx::query(
+                "SELECT r.tenant_id, r.subscription_id, r.meter, r.dimension, r.period_start, r.plan_terms,
+                     r.quantity, r.price, r.latest_time
+                 FROM running_totals r
+                 JOIN UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::timestamptz[], $6::text[])
+                   AS k(t, s, m, d, p, pt)
+                   ON r.tenant_id = k.t AND r.subscription_id = k.s AND r.meter = k.m
+                  AND r.dimension = k.d AND r.period_start = k.p AND r.plan_terms = k.pt
+                 ORDER BY r.tenant_id, r.subscription_id, r.meter, r.dimension, r.period_start, r.plan_terms
+                 FOR UPDATE OF r",
             )
-            .bind(key.tenant)
-            .bind(key.subscription)
-            .bind(&key.meter)
-            .bind(&key.dimension)
-            .bind(key.period_start)
-            .bind(&key.plan_terms)
-            .fetch_one(&mut **tx)
+            .bind(&tenants)
+            .bind(&subs)
+            .bind(&meters)
+            .bind(&dims)
+            .bind(&periods)
+            .bind(&terms)
+            .fetch_all(&mut **tx)
             .await?;
-            *state = TotalState {
-                quantity: row.try_get("quantity")?,
-                price: row.try_get("price")?,
-                latest_time: row.try_get("latest_time")?,
-            };
+            for row in rows {
+                let key = TotalKey {
+                    tenant: row.try_get("tenant_id")?,
+                    subscription: row.try_get("subscription_id")?,
+                    meter: row.try_get("meter")?,
+                    dimension: row.try_get("dimension")?,
+                    period_start: row.try_get("period_start")?,
+                    plan_terms: row.try_get("plan_terms")?,
+                };
+                totals.insert(
+                    key,
+                    TotalState {
+                        quantity: row.try_get("quantity")?,
+                        price: row.try_get("price")?,
+                        latest_time: row.try_get("latest_time")?,
+                    },
+                );
+            }
         }
 
-        let mut written = 0;
+        // UNIQUE_COUNT values this batch counts for the first time.
+        let uniques: Vec<(&TotalKey, &str)> = outcomes
+            .iter()
+            .flat_map(|o| o.intents.iter())
+            .filter_map(|i| match &i.input {
+                AggregationInput::UniqueCount(v) => Some((&i.key, v.as_str())),
+                _ => None,
+            })
+            .collect();
+        let mut new_values: HashSet<(TotalKey, String)> = HashSet::new();
+        if !uniques.is_empty() {
+            let rows = sqlx::query(
+                "INSERT INTO running_unique_values (tenant_id, subscription_id, meter, dimension,
+                     period_start, plan_terms, value)
+                 SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::timestamptz[],
+                     $6::text[], $7::text[])
+                 ON CONFLICT DO NOTHING
+                 RETURNING tenant_id, subscription_id, meter, dimension, period_start, plan_terms, value",
+            )
+            .bind(uniques.iter().map(|(k, _)| k.tenant).collect::<Vec<_>>())
+            .bind(uniques.iter().map(|(k, _)| k.subscription).collect::<Vec<_>>())
+            .bind(uniques.iter().map(|(k, _)| k.meter.as_str()).collect::<Vec<_>>())
+            .bind(uniques.iter().map(|(k, _)| k.dimension.as_str()).collect::<Vec<_>>())
+            .bind(uniques.iter().map(|(k, _)| k.period_start).collect::<Vec<_>>())
+            .bind(uniques.iter().map(|(k, _)| k.plan_terms.as_str()).collect::<Vec<_>>())
+            .bind(uniques.iter().map(|(_, v)| *v).collect::<Vec<_>>())
+            .fetch_all(&mut **tx)
+            .await?;
+            for row in rows {
+                new_values.insert((
+                    TotalKey {
+                        tenant: row.try_get("tenant_id")?,
+                        subscription: row.try_get("subscription_id")?,
+                        meter: row.try_get("meter")?,
+                        dimension: row.try_get("dimension")?,
+                        period_start: row.try_get("period_start")?,
+                        plan_terms: row.try_get("plan_terms")?,
+                    },
+                    row.try_get("value")?,
+                ));
+            }
+        }
+
+        let mut ledger = LedgerColumns::default();
         let mut marks: HashMap<EnrichmentState, Vec<Uuid>> = HashMap::new();
         for outcome in &outcomes {
             marks.entry(outcome.state).or_default().push(outcome.event);
             for intent in &outcome.intents {
-                let key = &intent.key;
                 let unique_is_new = match &intent.input {
-                    AggregationInput::UniqueCount(value) => {
-                        sqlx::query(
-                            "INSERT INTO running_unique_values (tenant_id, subscription_id, meter, dimension,
-                                 period_start, plan_terms, value)
-                             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
-                        )
-                        .bind(key.tenant)
-                        .bind(key.subscription)
-                        .bind(&key.meter)
-                        .bind(&key.dimension)
-                        .bind(key.period_start)
-                        .bind(&key.plan_terms)
-                        .bind(value)
-                        .execute(&mut **tx)
-                        .await?
-                        .rows_affected()
-                            == 1
+                    // Counted once: the first time in this batch it was new.
+                    AggregationInput::UniqueCount(v) => {
+                        new_values.remove(&(intent.key.clone(), v.clone()))
                     }
                     _ => false,
                 };
-                let state = totals.entry(key.clone()).or_default();
+                let state = totals.entry(intent.key.clone()).or_default();
                 let (quantity, revenue) = fold(state, intent, outcome.event_time, unique_is_new);
-                sqlx::query(
-                    "INSERT INTO ledger (event_id, meter, tenant_id, customer, subscription_id, rate_plan,
-                         catalog_version, dimension, period_start, event_time, quantity, revenue, currency,
-                         cost, cost_currency, enriched_at)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
-                )
-                .bind(outcome.event)
-                .bind(&key.meter)
-                .bind(key.tenant)
-                .bind(&intent.customer)
-                .bind(key.subscription)
-                .bind(&intent.rate_plan)
-                .bind(intent.catalog_version)
-                .bind(&key.dimension)
-                .bind(key.period_start)
-                .bind(outcome.event_time)
-                .bind(quantity)
-                .bind(revenue)
-                .bind(&intent.currency)
-                .bind(intent.cost)
-                .bind(&intent.cost_currency)
-                .bind(now)
-                .execute(&mut **tx)
-                .await?;
-                written += 1;
+                ledger.push(outcome, intent, quantity, revenue);
             }
         }
-        for (key, state) in &totals {
+        let written = ledger.event_ids.len();
+        if written > 0 {
             sqlx::query(
-                "UPDATE running_totals SET quantity = $7, price = $8, latest_time = $9, updated_at = $10
-                 WHERE tenant_id = $1 AND subscription_id = $2 AND meter = $3 AND dimension = $4
-                   AND period_start = $5 AND plan_terms = $6",
+                "INSERT INTO ledger (event_id, meter, tenant_id, customer, subscription_id, rate_plan,
+                     catalog_version, dimension, period_start, event_time, quantity, revenue, currency,
+                     cost, cost_currency, enriched_at)
+                 SELECT e, m, t, c, s, rp, cv, d, p, et, q, r, cur, co, cc, $16
+                 FROM UNNEST($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::uuid[], $6::text[],
+                     $7::int8[], $8::text[], $9::timestamptz[], $10::timestamptz[], $11::numeric[],
+                     $12::numeric[], $13::text[], $14::numeric[], $15::text[])
+                   AS l(e, m, t, c, s, rp, cv, d, p, et, q, r, cur, co, cc)",
             )
-            .bind(key.tenant)
-            .bind(key.subscription)
-            .bind(&key.meter)
-            .bind(&key.dimension)
-            .bind(key.period_start)
-            .bind(&key.plan_terms)
-            .bind(state.quantity)
-            .bind(state.price)
-            .bind(state.latest_time)
+            .bind(&ledger.event_ids)
+            .bind(&ledger.meters)
+            .bind(&ledger.tenants)
+            .bind(&ledger.customers)
+            .bind(&ledger.subscriptions)
+            .bind(&ledger.rate_plans)
+            .bind(&ledger.catalog_versions)
+            .bind(&ledger.dimensions)
+            .bind(&ledger.periods)
+            .bind(&ledger.event_times)
+            .bind(&ledger.quantities)
+            .bind(&ledger.revenues)
+            .bind(&ledger.currencies)
+            .bind(&ledger.costs)
+            .bind(&ledger.cost_currencies)
+            .bind(now)
+            .execute(&mut **tx)
+            .await?;
+        }
+        if !keys.is_empty() {
+            let states: Vec<&TotalState> = totals.values().collect();
+            sqlx::query(
+                "UPDATE running_totals r
+                 SET quantity = u.q, price = u.pr, latest_time = u.lt, updated_at = $10
+                 FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::timestamptz[], $6::text[],
+                     $7::numeric[], $8::numeric[], $9::timestamptz[]) AS u(t, s, m, d, p, pt, q, pr, lt)
+                 WHERE r.tenant_id = u.t AND r.subscription_id = u.s AND r.meter = u.m
+                   AND r.dimension = u.d AND r.period_start = u.p AND r.plan_terms = u.pt",
+            )
+            .bind(totals.keys().map(|k| k.tenant).collect::<Vec<_>>())
+            .bind(totals.keys().map(|k| k.subscription).collect::<Vec<_>>())
+            .bind(totals.keys().map(|k| k.meter.as_str()).collect::<Vec<_>>())
+            .bind(totals.keys().map(|k| k.dimension.as_str()).collect::<Vec<_>>())
+            .bind(totals.keys().map(|k| k.period_start).collect::<Vec<_>>())
+            .bind(totals.keys().map(|k| k.plan_terms.as_str()).collect::<Vec<_>>())
+            .bind(states.iter().map(|s| s.quantity).collect::<Vec<_>>())
+            .bind(states.iter().map(|s| s.price).collect::<Vec<_>>())
+            .bind(states.iter().map(|s| s.latest_time).collect::<Vec<_>>())
             .bind(now)
             .execute(&mut **tx)
             .await?;
@@ -318,5 +387,52 @@ impl EnrichmentClaim for PgClaim {
         }
         self.tx.commit().await?;
         Ok(written)
+    }
+}
+
+/// The ledger rows of a batch, as columns for one UNNEST insert.
+#[derive(Default)]
+struct LedgerColumns {
+    event_ids: Vec<Uuid>,
+    meters: Vec<String>,
+    tenants: Vec<Uuid>,
+    customers: Vec<String>,
+    subscriptions: Vec<Uuid>,
+    rate_plans: Vec<String>,
+    catalog_versions: Vec<i64>,
+    dimensions: Vec<String>,
+    periods: Vec<DateTime<Utc>>,
+    event_times: Vec<DateTime<Utc>>,
+    quantities: Vec<Decimal>,
+    revenues: Vec<Decimal>,
+    currencies: Vec<String>,
+    costs: Vec<Decimal>,
+    cost_currencies: Vec<Option<String>>,
+}
+
+impl LedgerColumns {
+    fn push(
+        &mut self,
+        outcome: &EnrichmentOutcome,
+        intent: &LedgerIntent,
+        quantity: Decimal,
+        revenue: Decimal,
+    ) {
+        let key = &intent.key;
+        self.event_ids.push(outcome.event);
+        self.meters.push(key.meter.clone());
+        self.tenants.push(key.tenant);
+        self.customers.push(intent.customer.clone());
+        self.subscriptions.push(key.subscription);
+        self.rate_plans.push(intent.rate_plan.clone());
+        self.catalog_versions.push(intent.catalog_version);
+        self.dimensions.push(key.dimension.clone());
+        self.periods.push(key.period_start);
+        self.event_times.push(outcome.event_time);
+        self.quantities.push(quantity);
+        self.revenues.push(revenue);
+        self.currencies.push(intent.currency.clone());
+        self.costs.push(intent.cost);
+        self.cost_currencies.push(intent.cost_currency.clone());
     }
 }

@@ -767,3 +767,178 @@ mod properties {
         }
     }
 }
+
+mod enrichment {
+    //! The enrichment queue: claims, running totals and the ledger.
+    use std::sync::Arc;
+
+    use aforo_store::enrichment::{
+        AggregationInput, EnrichmentOutcome, EnrichmentState, LedgerIntent, TotalKey,
+    };
+    use rust_decimal::Decimal;
+
+    use super::*;
+
+    fn intent(tenant: Uuid, subscription: Uuid, input: AggregationInput) -> LedgerIntent {
+        LedgerIntent {
+            key: TotalKey {
+                tenant,
+                subscription,
+                meter: "m".into(),
+                dimension: String::new(),
+                period_start: t0(),
+                plan_terms: "terms".into(),
+            },
+            input,
+            // A volume-like price: every unit at 2 up to 10, at 1 beyond.
+            price: Arc::new(|q: Decimal| {
+                if q <= Decimal::from(10) {
+                    q * Decimal::from(2)
+                } else {
+                    q
+                }
+            }),
+            customer: "c1".into(),
+            rate_plan: "plan".into(),
+            catalog_version: 1,
+            currency: "EUR".into(),
+            cost: Decimal::new(5, 1),
+            cost_currency: Some("USD".into()),
+        }
+    }
+
+    async fn queue(f: &Fixture, t: &aforo_store::Tenant, n: usize) {
+        let list = (0..n)
+            .map(|i| new_event(t, source_event(&format!("q{i}"), "c1", i as i64)))
+            .collect();
+        f.store.commit(&events(list)).await.unwrap();
+    }
+
+    async fn enrich_all(
+        f: &Fixture,
+        subscription: Uuid,
+        input: impl Fn(usize) -> AggregationInput,
+    ) -> usize {
+        let claim = f.store.claim_enrichment(100).await.unwrap();
+        let outcomes: Vec<EnrichmentOutcome> = claim
+            .events()
+            .iter()
+            .enumerate()
+            .map(|(i, e)| EnrichmentOutcome {
+                event: e.stored_id,
+                event_time: e.event.time,
+                state: EnrichmentState::Enriched,
+                intents: vec![intent(e.tenant, subscription, input(i))],
+            })
+            .collect();
+        let n = outcomes.len();
+        claim.complete(outcomes).await.unwrap();
+        n
+    }
+
+    async fn revenue_telescopes_through_the_running_total(f: Fixture) {
+        let t = f.store.create_tenant("acme").await.unwrap();
+        queue(&f, &t, 8).await;
+        let sub = Uuid::now_v7();
+        assert_eq!(
+            enrich_all(&f, sub, |_| AggregationInput::Sum(Decimal::from(3))).await,
+            8
+        );
+        assert_eq!(
+            enrich_all(&f, sub, |_| AggregationInput::Count).await,
+            0,
+            "the queue is empty"
+        );
+        let rows = f.store.revenue(t.id, &Default::default()).await.unwrap();
+        assert_eq!(rows[0].quantity, Decimal::from(24));
+        assert_eq!(
+            rows[0].revenue,
+            Decimal::from(24),
+            "price(24) of the volume-like function"
+        );
+        assert_eq!(rows[0].cost, Decimal::from(4));
+        assert_eq!(rows[0].events, 8);
+        let listed = f
+            .store
+            .list_events(t.id, &EventQuery::default())
+            .await
+            .unwrap();
+        assert!(
+            listed
+                .items
+                .iter()
+                .all(|e| e.enrichment.as_deref() == Some("ENRICHED"))
+        );
+        let totals = f.store.running_totals_of(t.id, sub).await.unwrap();
+        assert_eq!(
+            (totals[0].1.quantity, totals[0].1.price),
+            (Decimal::from(24), Decimal::from(24))
+        );
+    }
+
+    async fn a_unique_value_counts_once_even_within_one_batch(f: Fixture) {
+        let t = f.store.create_tenant("acme").await.unwrap();
+        queue(&f, &t, 6).await;
+        let sub = Uuid::now_v7();
+        // Values a, b, a, b, c, a: three distinct.
+        let values = ["a", "b", "a", "b", "c", "a"];
+        enrich_all(&f, sub, |i| AggregationInput::UniqueCount(values[i].into())).await;
+        let totals = f.store.running_totals_of(t.id, sub).await.unwrap();
+        assert_eq!(totals[0].1.quantity, Decimal::from(3));
+    }
+
+    async fn requeued_events_come_back_to_the_queue(f: Fixture) {
+        let t = f.store.create_tenant("acme").await.unwrap();
+        queue(&f, &t, 3).await;
+        let claim = f.store.claim_enrichment(10).await.unwrap();
+        let outcomes = claim
+            .events()
+            .iter()
+            .map(|e| EnrichmentOutcome {
+                event: e.stored_id,
+                event_time: e.event.time,
+                state: EnrichmentState::Unattributed,
+                intents: vec![],
+            })
+            .collect();
+        claim.complete(outcomes).await.unwrap();
+        assert!(
+            f.store
+                .claim_enrichment(10)
+                .await
+                .unwrap()
+                .events()
+                .is_empty()
+        );
+        assert_eq!(f.store.requeue_waiting(t.id).await.unwrap(), 3);
+        assert_eq!(
+            f.store.claim_enrichment(10).await.unwrap().events().len(),
+            3
+        );
+    }
+
+    macro_rules! both {
+        ($($name:ident),*) => {
+            mod on_sqlite { $(#[tokio::test] async fn $name() { super::$name(super::sqlite().await).await })* }
+            mod on_postgres { $(#[tokio::test] async fn $name() { super::$name(super::postgres().await).await })* }
+        };
+    }
+    both!(
+        revenue_telescopes_through_the_running_total,
+        a_unique_value_counts_once_even_within_one_batch,
+        requeued_events_come_back_to_the_queue
+    );
+
+    #[tokio::test]
+    async fn two_claims_on_postgres_never_share_an_event() {
+        let f = postgres().await;
+        let t = f.store.create_tenant("acme").await.unwrap();
+        queue(&f, &t, 10).await;
+        let first = f.store.claim_enrichment(6).await.unwrap();
+        let second = f.store.claim_enrichment(6).await.unwrap();
+        let a: Vec<Uuid> = first.events().iter().map(|e| e.stored_id).collect();
+        let b: Vec<Uuid> = second.events().iter().map(|e| e.stored_id).collect();
+        assert_eq!((a.len(), b.len()), (6, 4));
+        assert!(a.iter().all(|id| !b.contains(id)));
+    }
+}

@@ -27,6 +27,8 @@ use resolve::{CatalogAt, TenantContext, resolve};
 pub struct Enricher {
     store: Arc<dyn Store>,
     cache: Arc<ContextCache>,
+    /// Parsed catalog versions, by tenant and number: versions never change.
+    parsed: std::sync::Mutex<HashMap<(Uuid, i64), Arc<CatalogAt>>>,
     batch: u32,
     idle: Duration,
 }
@@ -36,6 +38,7 @@ impl Enricher {
         Enricher {
             store,
             cache,
+            parsed: Default::default(),
             batch,
             idle: Duration::from_millis(200),
         }
@@ -56,13 +59,27 @@ impl Enricher {
         };
         let mut catalogs = Vec::new();
         for v in versions.into_iter().rev() {
-            let snapshot = serde_json::from_str(&v.snapshot)
-                .map_err(|e| StoreError::Corrupt(format!("catalog version {}: {e}", v.version)))?;
-            catalogs.push(Arc::new(CatalogAt {
-                version: v.version,
-                effective_from: v.effective_from,
-                snapshot,
-            }));
+            let known = self
+                .parsed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get(&(tenant, v.version))
+                .cloned();
+            let parsed = match known {
+                Some(parsed) => parsed,
+                None => {
+                    let snapshot = serde_json::from_str(&v.snapshot).map_err(|e| {
+                        StoreError::Corrupt(format!("catalog version {}: {e}", v.version))
+                    })?;
+                    let parsed = Arc::new(CatalogAt::new(v.version, v.effective_from, snapshot));
+                    self.parsed
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert((tenant, v.version), parsed.clone());
+                    parsed
+                }
+            };
+            catalogs.push(parsed);
         }
         let mut subscriptions = HashMap::new();
         for customer in customers {

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use aforo_billing::period::period_start;
 use aforo_billing::pricing::ChargeRating;
@@ -21,12 +21,51 @@ use rust_decimal::Decimal;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
-/// One stored catalog version, parsed.
+/// One stored catalog version, parsed, with the charges it has prepared.
+/// Versions never change, so an enricher keeps them for good.
 #[derive(Debug)]
 pub struct CatalogAt {
     pub version: i64,
     pub effective_from: Option<DateTime<Utc>>,
     pub snapshot: CatalogSnapshot,
+    prepared: Mutex<HashMap<(String, String), Option<Arc<Prepared>>>>,
+}
+
+/// A plan's charge for one meter, ready to price with.
+#[derive(Debug)]
+struct Prepared {
+    rating: ChargeRating,
+    terms: String,
+}
+
+impl CatalogAt {
+    pub fn new(
+        version: i64,
+        effective_from: Option<DateTime<Utc>>,
+        snapshot: CatalogSnapshot,
+    ) -> Self {
+        CatalogAt {
+            version,
+            effective_from,
+            snapshot,
+            prepared: Mutex::default(),
+        }
+    }
+
+    /// The rating and terms of `plan`'s charge for `meter`, parsed once.
+    fn prepared(&self, plan_name: &str, plan: &RatePlanSpec, meter: &str) -> Option<Arc<Prepared>> {
+        let mut memo = self.prepared.lock().unwrap_or_else(|e| e.into_inner());
+        memo.entry((plan_name.to_owned(), meter.to_owned()))
+            .or_insert_with(|| {
+                let charge = plan.charges.iter().find(|c| c.meter == meter)?;
+                let rating = ChargeRating::from_charge(charge).ok()?;
+                Some(Arc::new(Prepared {
+                    rating,
+                    terms: plan_terms(plan, meter),
+                }))
+            })
+            .clone()
+    }
 }
 
 /// What resolution needs of one tenant.
@@ -154,12 +193,10 @@ pub fn resolve(event: &StoredEvent, ctx: &TenantContext) -> EnrichmentOutcome {
     );
     let mut intents = Vec::new();
     for (name, meter) in meters {
-        let Some(charge) = plan.charges.iter().find(|c| &c.meter == name) else {
+        let Some(prepared) = catalog.prepared(plan_name, plan, name) else {
             continue;
         };
-        let Ok(rating) = ChargeRating::from_charge(charge) else {
-            continue;
-        };
+        let rating = &prepared.rating;
         let (aggregation, contribution) = match &rating.percentage {
             // A percentage charge's quantity is money: the event's own charge.
             Some(rule) => {
@@ -205,7 +242,7 @@ pub fn resolve(event: &StoredEvent, ctx: &TenantContext) -> EnrichmentOutcome {
                 meter: name.clone(),
                 dimension: dimension.unwrap_or_default(),
                 period_start: period,
-                plan_terms: plan_terms(plan, name),
+                plan_terms: prepared.terms.clone(),
             },
             input: aggregation,
             price,
