@@ -28,8 +28,11 @@ pub struct CatalogAt {
     pub version: i64,
     pub effective_from: Option<DateTime<Utc>>,
     pub snapshot: CatalogSnapshot,
-    prepared: Mutex<HashMap<(String, String), Option<Arc<Prepared>>>>,
+    prepared: Mutex<HashMap<PlanMeter, Option<Arc<Prepared>>>>,
 }
+
+/// (rate plan name, meter name).
+type PlanMeter = (String, String);
 
 /// A plan's charge for one meter, ready to price with.
 #[derive(Debug)]
