@@ -253,6 +253,9 @@ pub async fn standalone(args: StandaloneArgs) -> anyhow::Result<ExitCode> {
     let server = IngestServer::bind(&args.ingest, store, cache, Arc::new(SystemClock))
         .await?
         .extend(billing_http, billing_grpc);
+    if args.enrichers > 0 {
+        server.metrics().watch_context_cache(context.clone());
+    }
     let (stop, stopped) = watch::channel(false);
     if args.enrichers > 0 {
         for _ in 0..args.enrichers {

@@ -38,6 +38,8 @@ fn size_histogram() -> Histogram {
 
 pub struct Metrics {
     registry: Registry,
+    /// The enrichment context cache of this process, when it enriches.
+    context: std::sync::OnceLock<std::sync::Arc<aforo_store::context::ContextCache>>,
     events: Family<EventLabels, Counter>,
     request_seconds: Family<DoorLabels, Histogram, fn() -> Histogram>,
     request_events: Family<DoorLabels, Histogram, fn() -> Histogram>,
@@ -95,6 +97,7 @@ impl Metrics {
         );
         Metrics {
             registry,
+            context: std::sync::OnceLock::new(),
             events,
             request_seconds,
             request_events,
@@ -140,11 +143,30 @@ impl Metrics {
         self.commit_group_events.observe(size as f64);
     }
 
+    /// Reports the enrichment context cache's hits, misses and fallbacks.
+    pub fn watch_context_cache(&self, cache: std::sync::Arc<aforo_store::context::ContextCache>) {
+        let _ = self.context.set(cache);
+    }
+
     /// The OpenMetrics text exposition.
     pub fn encode(&self) -> String {
         let mut out = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        if let Some(cache) = self.context.get() {
+            // The cache counts in its own atomics; expose them as counters,
+            // before the exposition's closing `# EOF`.
+            let stats = cache.stats();
+            let body = out.strip_suffix("# EOF\n").unwrap_or(&out).to_owned();
+            out = format!(
+                "{body}# HELP aforo_enrich_context_cache_lookups Enrichment context lookups, by result (fallback: the cache was unreachable and the store answered).\n\
+                 # TYPE aforo_enrich_context_cache_lookups counter\n\
+                 aforo_enrich_context_cache_lookups_total{{result=\"hit\"}} {}\n\
+                 aforo_enrich_context_cache_lookups_total{{result=\"miss\"}} {}\n\
+                 aforo_enrich_context_cache_lookups_total{{result=\"fallback\"}} {}\n# EOF\n",
+                stats.hits, stats.misses, stats.fallbacks
+            );
+        }
         out
     }
 }

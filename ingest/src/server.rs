@@ -93,6 +93,11 @@ impl IngestServer {
         })
     }
 
+    /// The metrics of this process's ingest pipeline.
+    pub fn metrics(&self) -> &std::sync::Arc<Metrics> {
+        self.rest.ingestor.metrics()
+    }
+
     /// Serves another role's HTTP routes and gRPC services on the same
     /// ports (how `aforo standalone` runs every role in one process).
     pub fn extend(mut self, http: axum::Router, grpc: tonic::service::Routes) -> Self {
