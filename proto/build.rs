@@ -10,6 +10,7 @@ const PROTOS: &[&str] = &[
     "aforo/v1/ingest.proto",
     "aforo/v1/catalog.proto",
     "aforo/v1/admin.proto",
+    "aforo/v1/usage.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -1,9 +1,10 @@
-//! The gRPC APIs of the billing role: `aforo.v1.CatalogService` and
-//! `aforo.v1.CustomerService`.
+//! The gRPC APIs of the billing role: `aforo.v1.CatalogService`,
+//! `aforo.v1.CustomerService` and `aforo.v1.UsageService`.
 
 use aforo_proto::v1 as pb;
 use aforo_proto::v1::catalog_service_server::CatalogService;
 use aforo_proto::v1::customer_service_server::CustomerService;
+use aforo_proto::v1::usage_service_server::UsageService;
 use aforo_store::auth::{AuthError, Authenticator};
 use aforo_store::{CatalogVersion, CustomerInput, StoreError, SubscriptionInput};
 use chrono::{DateTime, Utc};
@@ -11,6 +12,7 @@ use tonic::{Request, Response, Status};
 
 use crate::catalog::{ApplyError, CatalogApi};
 use crate::customers::{AdminError, BusinessData};
+use crate::usage::UsageApi;
 
 #[derive(Clone)]
 pub struct CatalogGrpc {
@@ -371,5 +373,182 @@ impl CustomerService for CustomerGrpc {
             .await
             .map_err(admin_status)?;
         Ok(Response::new(subscription_message(&sub)))
+    }
+}
+
+#[derive(Clone)]
+pub struct UsageGrpc {
+    usage: UsageApi,
+    store: std::sync::Arc<dyn aforo_store::Store>,
+    auth: Authenticator,
+}
+
+impl UsageGrpc {
+    pub fn new(
+        usage: UsageApi,
+        store: std::sync::Arc<dyn aforo_store::Store>,
+        auth: Authenticator,
+    ) -> Self {
+        UsageGrpc { usage, store, auth }
+    }
+}
+
+fn money(d: rust_decimal::Decimal) -> String {
+    d.normalize().to_string()
+}
+
+#[tonic::async_trait]
+impl UsageService for UsageGrpc {
+    async fn revenue(
+        &self,
+        request: Request<pb::RevenueRequest>,
+    ) -> Result<Response<pb::RevenueResponse>, Status> {
+        let tenant = tenant(&self.auth, &request).await?;
+        let r = request.into_inner();
+        let query = aforo_store::RevenueQuery {
+            customer: non_empty(r.customer),
+            from: from_timestamp("from", r.from.as_ref())?,
+            to: from_timestamp("to", r.to.as_ref())?,
+        };
+        let rows = self
+            .store
+            .revenue(tenant, &query)
+            .await
+            .map_err(store_status)?;
+        Ok(Response::new(pb::RevenueResponse {
+            rows: rows
+                .into_iter()
+                .map(|r| pb::RevenueRow {
+                    margin: money(r.revenue - r.cost),
+                    quantity: money(r.quantity),
+                    revenue: money(r.revenue),
+                    cost: money(r.cost),
+                    customer: r.customer,
+                    meter: r.meter,
+                    currency: r.currency,
+                    events: r.events,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn hourly_revenue(
+        &self,
+        request: Request<pb::HourlyRevenueRequest>,
+    ) -> Result<Response<pb::HourlyRevenueResponse>, Status> {
+        let tenant = tenant(&self.auth, &request).await?;
+        let customer = non_empty(request.into_inner().customer);
+        let rows = self
+            .usage
+            .last_24_hours(tenant, customer, Utc::now())
+            .await
+            .map_err(store_status)?;
+        Ok(Response::new(pb::HourlyRevenueResponse {
+            hours: rows
+                .into_iter()
+                .map(|h| pb::HourRow {
+                    hour: Some(timestamp(&h.hour)),
+                    margin: money(h.revenue - h.cost),
+                    revenue: money(h.revenue),
+                    cost: money(h.cost),
+                    currency: h.currency,
+                    events: h.events,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn cohort_margin(
+        &self,
+        request: Request<pb::CohortMarginRequest>,
+    ) -> Result<Response<pb::CohortMarginResponse>, Status> {
+        let tenant = tenant(&self.auth, &request).await?;
+        let r = request.into_inner();
+        if r.key.is_empty() {
+            return Err(Status::invalid_argument(
+                "key (a customer metadata key) is required",
+            ));
+        }
+        let query = aforo_store::RevenueQuery {
+            customer: None,
+            from: from_timestamp("from", r.from.as_ref())?,
+            to: from_timestamp("to", r.to.as_ref())?,
+        };
+        let rows = self
+            .usage
+            .cohorts(tenant, &r.key, &query)
+            .await
+            .map_err(store_status)?;
+        Ok(Response::new(pb::CohortMarginResponse {
+            cohorts: rows
+                .into_iter()
+                .map(|c| pb::CohortRow {
+                    margin: money(c.revenue - c.cost),
+                    revenue: money(c.revenue),
+                    cost: money(c.cost),
+                    customers: c.customers as u32,
+                    cohort: c.cohort,
+                    currency: c.currency,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn entitlement(
+        &self,
+        request: Request<pb::EntitlementRequest>,
+    ) -> Result<Response<pb::EntitlementResponse>, Status> {
+        let tenant = tenant(&self.auth, &request).await?;
+        let r = request.into_inner();
+        let e = self
+            .usage
+            .entitlement(tenant, &r.customer, &r.meter, Utc::now())
+            .await
+            .map_err(store_status)?
+            .ok_or_else(|| {
+                Status::not_found(format!(
+                    "{:?} has no subscription that charges meter {:?} now",
+                    r.customer, r.meter
+                ))
+            })?;
+        Ok(Response::new(pb::EntitlementResponse {
+            period_start: Some(timestamp(&e.period_start)),
+            included: money(e.included),
+            used: money(e.used),
+            remaining: money(e.remaining),
+            customer: e.customer,
+            meter: e.meter,
+            rate_plan: e.rate_plan,
+        }))
+    }
+
+    async fn event_revenue(
+        &self,
+        request: Request<pb::EventRevenueRequest>,
+    ) -> Result<Response<pb::EventRevenueResponse>, Status> {
+        let tenant = tenant(&self.auth, &request).await?;
+        let id = request.into_inner().stored_event_id;
+        let id = id
+            .parse()
+            .map_err(|_| Status::invalid_argument(format!("{id:?} is not a stored event id")))?;
+        let lines = self
+            .store
+            .ledger_of(tenant, id)
+            .await
+            .map_err(store_status)?;
+        Ok(Response::new(pb::EventRevenueResponse {
+            lines: lines
+                .into_iter()
+                .map(|l| pb::LedgerLine {
+                    quantity: money(l.quantity),
+                    revenue: money(l.revenue),
+                    cost: money(l.cost),
+                    meter: l.meter,
+                    rate_plan: l.rate_plan,
+                    catalog_version: l.catalog_version,
+                    currency: l.currency,
+                })
+                .collect(),
+        }))
     }
 }

@@ -8,13 +8,14 @@ use std::time::Duration;
 
 use aforo_billing::catalog::CatalogApi;
 use aforo_billing::customers::BusinessData;
-use aforo_billing::grpc::{CatalogGrpc, CustomerGrpc};
+use aforo_billing::grpc::{CatalogGrpc, CustomerGrpc, UsageGrpc};
 use aforo_billing::rest::BillingState;
 use aforo_billing::usage::UsageApi;
 use aforo_ingest::enrich::Enricher;
 use aforo_ingest::{IngestConfig, IngestServer, clock::SystemClock};
 use aforo_proto::v1::catalog_service_server::CatalogServiceServer;
 use aforo_proto::v1::customer_service_server::CustomerServiceServer;
+use aforo_proto::v1::usage_service_server::UsageServiceServer;
 use aforo_store::Store;
 use aforo_store::auth::Authenticator;
 use aforo_store::cache::CatalogCache;
@@ -247,7 +248,13 @@ pub async fn standalone(args: StandaloneArgs) -> anyhow::Result<ExitCode> {
         auth.clone(),
     )))
     .add_service(CustomerServiceServer::new(CustomerGrpc::new(
-        business, auth,
+        business,
+        auth.clone(),
+    )))
+    .add_service(UsageServiceServer::new(UsageGrpc::new(
+        UsageApi::new(store.clone(), context.clone()),
+        store.clone(),
+        auth,
     )));
     let enrich_store = store.clone();
     let server = IngestServer::bind(&args.ingest, store, cache, Arc::new(SystemClock))

@@ -404,3 +404,87 @@ async fn entitlements_hourly_revenue_and_cohort_margin_before_the_period_closes(
         "globex is within its included units"
     );
 }
+
+#[tokio::test]
+async fn the_usage_queries_speak_grpc_too() {
+    use aforo_proto::v1 as pb;
+    let server = Server::start(Backend::Sqlite).await;
+    setup(&server, "acme").await;
+    let batch = events("u", "acme", 20, 2..28);
+    send(&server, &batch).await;
+    let rest = revenue_when_enriched(&server, "acme", 20).await;
+
+    let channel = tonic::transport::Channel::from_shared(server.grpc.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = pb::usage_service_client::UsageServiceClient::new(channel);
+    fn authed<T>(key: &str, message: T) -> tonic::Request<T> {
+        let mut r = tonic::Request::new(message);
+        r.metadata_mut()
+            .insert("authorization", format!("Bearer {key}").parse().unwrap());
+        r
+    }
+    let revenue = client
+        .revenue(authed(
+            &server.key,
+            pb::RevenueRequest {
+                customer: "acme".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(revenue.rows.len(), 1);
+    assert_eq!(
+        revenue.rows[0].revenue,
+        rest[0]["revenue"].as_str().unwrap()
+    );
+    assert_eq!(revenue.rows[0].events, 20);
+
+    let entitlement = client
+        .entitlement(authed(
+            &server.key,
+            pb::EntitlementRequest {
+                customer: "acme".into(),
+                meter: "translation-characters".into(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(entitlement.included, "100000");
+    let used: Decimal = batch.iter().map(|(_, q)| *q).sum();
+    assert_eq!(entitlement.used, used.normalize().to_string());
+
+    let (_, listed) = server.get("/v1/events?limit=1").await;
+    let id = listed["events"][0]["stored_event_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let lines = client
+        .event_revenue(authed(
+            &server.key,
+            pb::EventRevenueRequest {
+                stored_event_id: id,
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(lines.lines[0].meter, "translation-characters");
+    assert_eq!(lines.lines[0].catalog_version, 1);
+    let missing = client
+        .entitlement(authed(
+            &server.key,
+            pb::EntitlementRequest {
+                customer: "nobody".into(),
+                meter: "x".into(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), tonic::Code::NotFound);
+}
