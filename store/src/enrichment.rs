@@ -5,8 +5,9 @@
 //! them: `FOR UPDATE SKIP LOCKED` on PostgreSQL, so several enrichers share
 //! the queue and no event is processed twice), resolves each to ledger
 //! intents, and completes the claim: running totals are locked once per key,
-//! folded event by event, and the ledger rows, the totals and the events'
-//! enrichment marks are written in the same transaction.
+//! folded event by event, and the ledger rows, the totals and the queue
+//! (enriched events leave it, the others are parked with their reason) are
+//! written in the same transaction. Events are never rewritten.
 
 use std::sync::Arc;
 

@@ -93,12 +93,13 @@ impl PgStore {
     pub(crate) async fn pg_claim_enrichment(&self, limit: u32) -> Result<Box<dyn EnrichmentClaim>> {
         let mut tx = self.pool().begin().await?;
         let rows = sqlx::query(
-            "SELECT id, seq, tenant_id, event_id, source, type, customer, time,
-                 properties::text AS properties, tier, tier_detail, status, flags, gates,
-                 validation_hash, received_at, node, enrichment
-             FROM events WHERE enrichment IS NULL
-             ORDER BY seq LIMIT $1
-             FOR UPDATE SKIP LOCKED",
+            "SELECT e.id, e.seq, e.tenant_id, e.event_id, e.source, e.type, e.customer, e.time,
+                 e.properties::text AS properties, e.tier, e.tier_detail, e.status, e.flags, e.gates,
+                 e.validation_hash, e.received_at, e.node, NULL::text AS enrichment
+             FROM enrichment_queue q JOIN events e ON e.id = q.event_id
+             WHERE q.waiting IS NULL
+             ORDER BY q.event_id LIMIT $1
+             FOR UPDATE OF q SKIP LOCKED",
         )
         .bind(i64::from(limit))
         .fetch_all(&mut *tx)
@@ -112,8 +113,7 @@ impl PgStore {
 
     pub(crate) async fn pg_requeue_waiting(&self, tenant: Uuid) -> Result<u64> {
         let done = sqlx::query(
-            "UPDATE events SET enrichment = NULL
-             WHERE tenant_id = $1 AND enrichment IN ('UNATTRIBUTED', 'UNMETERED')",
+            "UPDATE enrichment_queue SET waiting = NULL WHERE tenant_id = $1 AND waiting IS NOT NULL",
         )
         .bind(tenant)
         .execute(self.pool())
@@ -378,12 +378,20 @@ impl EnrichmentClaim for PgClaim {
             .execute(&mut **tx)
             .await?;
         }
+        // Enriched events leave the queue; the others are parked with the reason.
         for (state, ids) in marks {
-            sqlx::query("UPDATE events SET enrichment = $1 WHERE id = ANY($2)")
-                .bind(state.as_str())
-                .bind(&ids)
-                .execute(&mut **tx)
-                .await?;
+            if state == EnrichmentState::Enriched {
+                sqlx::query("DELETE FROM enrichment_queue WHERE event_id = ANY($1)")
+                    .bind(&ids)
+                    .execute(&mut **tx)
+                    .await?;
+            } else {
+                sqlx::query("UPDATE enrichment_queue SET waiting = $1 WHERE event_id = ANY($2)")
+                    .bind(state.as_str())
+                    .bind(&ids)
+                    .execute(&mut **tx)
+                    .await?;
+            }
         }
         self.tx.commit().await?;
         Ok(written)

@@ -129,7 +129,8 @@ impl PgStore {
             HashSet::new()
         } else {
             sqlx::query_scalar(
-                "INSERT INTO events (id, tenant_id, dedup_key, event_id, source, type, customer,
+                "WITH inserted AS (
+                 INSERT INTO events (id, tenant_id, dedup_key, event_id, source, type, customer,
                      time, properties, tier, tier_detail, status, flags, gates, validation_hash,
                      received_at, node)
                  SELECT id, tenant_id, dedup_key, event_id, source, type, customer, time,
@@ -143,7 +144,10 @@ impl PgStore {
                      properties, tier, tier_detail, flags, gates, validation_hash, received_at,
                      node)
                  ON CONFLICT (tenant_id, dedup_key) DO NOTHING
-                 RETURNING id",
+                 RETURNING id, tenant_id),
+                 queued AS (
+                 INSERT INTO enrichment_queue (event_id, tenant_id) SELECT id, tenant_id FROM inserted)
+                 SELECT id FROM inserted",
             )
             .bind(&ids)
             .bind(&tenants)
@@ -404,34 +408,36 @@ impl Store for PgStore {
         let limit = clamp_limit(query.limit);
         // Two static statements rather than SQL built at run time.
         let sql = if query.descending {
-            "SELECT id, seq, tenant_id, event_id, source, type, customer, time,
-                 properties::text AS properties, tier, tier_detail, status, flags, gates,
-                 validation_hash, received_at, node, enrichment
-             FROM events
-             WHERE tenant_id = $1
-               AND ($2::text IS NULL OR customer = $2)
-               AND ($3::text IS NULL OR type = $3)
-               AND ($4::timestamptz IS NULL OR time >= $4)
-               AND ($5::timestamptz IS NULL OR time < $5)
-               AND ($6::text IS NULL OR status = $6)
-               AND (flags & $7) = $7
-               AND seq < $8
-             ORDER BY seq DESC
+            "SELECT e.id, e.seq, e.tenant_id, e.event_id, e.source, e.type, e.customer, e.time,
+                 e.properties::text AS properties, e.tier, e.tier_detail, e.status, e.flags, e.gates,
+                 e.validation_hash, e.received_at, e.node,
+                 CASE WHEN q.event_id IS NULL THEN 'ENRICHED' ELSE q.waiting END AS enrichment
+             FROM events e LEFT JOIN enrichment_queue q ON q.event_id = e.id
+             WHERE e.tenant_id = $1
+               AND ($2::text IS NULL OR e.customer = $2)
+               AND ($3::text IS NULL OR e.type = $3)
+               AND ($4::timestamptz IS NULL OR e.time >= $4)
+               AND ($5::timestamptz IS NULL OR e.time < $5)
+               AND ($6::text IS NULL OR e.status = $6)
+               AND (e.flags & $7) = $7
+               AND e.seq < $8
+             ORDER BY e.seq DESC
              LIMIT $9"
         } else {
-            "SELECT id, seq, tenant_id, event_id, source, type, customer, time,
-                 properties::text AS properties, tier, tier_detail, status, flags, gates,
-                 validation_hash, received_at, node, enrichment
-             FROM events
-             WHERE tenant_id = $1
-               AND ($2::text IS NULL OR customer = $2)
-               AND ($3::text IS NULL OR type = $3)
-               AND ($4::timestamptz IS NULL OR time >= $4)
-               AND ($5::timestamptz IS NULL OR time < $5)
-               AND ($6::text IS NULL OR status = $6)
-               AND (flags & $7) = $7
-               AND seq > $8
-             ORDER BY seq
+            "SELECT e.id, e.seq, e.tenant_id, e.event_id, e.source, e.type, e.customer, e.time,
+                 e.properties::text AS properties, e.tier, e.tier_detail, e.status, e.flags, e.gates,
+                 e.validation_hash, e.received_at, e.node,
+                 CASE WHEN q.event_id IS NULL THEN 'ENRICHED' ELSE q.waiting END AS enrichment
+             FROM events e LEFT JOIN enrichment_queue q ON q.event_id = e.id
+             WHERE e.tenant_id = $1
+               AND ($2::text IS NULL OR e.customer = $2)
+               AND ($3::text IS NULL OR e.type = $3)
+               AND ($4::timestamptz IS NULL OR e.time >= $4)
+               AND ($5::timestamptz IS NULL OR e.time < $5)
+               AND ($6::text IS NULL OR e.status = $6)
+               AND (e.flags & $7) = $7
+               AND e.seq > $8
+             ORDER BY e.seq
              LIMIT $9"
         };
         let after = query

@@ -292,6 +292,13 @@ impl Store for SqliteStore {
             .execute(&mut *tx)
             .await?
             .rows_affected();
+            if written == 1 {
+                sqlx::query("INSERT INTO enrichment_queue (event_id, tenant_id) VALUES (?1, ?2)")
+                    .bind(e.stored_id.to_string())
+                    .bind(&tenant)
+                    .execute(&mut *tx)
+                    .await?;
+            }
             if written == 0 {
                 let original: String = sqlx::query_scalar(
                     "SELECT id FROM events WHERE tenant_id = ?1 AND dedup_key = ?2",
@@ -335,32 +342,36 @@ impl Store for SqliteStore {
     async fn list_events(&self, tenant: Uuid, query: &EventQuery) -> Result<Page<StoredEvent>> {
         let limit = clamp_limit(query.limit);
         let sql = if query.descending {
-            "SELECT id, seq, tenant_id, event_id, source, type, customer, time, properties, tier,
-                 tier_detail, status, flags, gates, validation_hash, received_at, node, enrichment
-             FROM events
-             WHERE tenant_id = ?1
-               AND (?2 IS NULL OR customer = ?2)
-               AND (?3 IS NULL OR type = ?3)
-               AND (?4 IS NULL OR time >= ?4)
-               AND (?5 IS NULL OR time < ?5)
-               AND (?6 IS NULL OR status = ?6)
-               AND (flags & ?7) = ?7
-               AND seq < ?8
-             ORDER BY seq DESC
+            "SELECT e.id, e.seq, e.tenant_id, e.event_id, e.source, e.type, e.customer, e.time,
+                 e.properties, e.tier, e.tier_detail, e.status, e.flags, e.gates,
+                 e.validation_hash, e.received_at, e.node,
+                 CASE WHEN q.event_id IS NULL THEN 'ENRICHED' ELSE q.waiting END AS enrichment
+             FROM events e LEFT JOIN enrichment_queue q ON q.event_id = e.id
+             WHERE e.tenant_id = ?1
+               AND (?2 IS NULL OR e.customer = ?2)
+               AND (?3 IS NULL OR e.type = ?3)
+               AND (?4 IS NULL OR e.time >= ?4)
+               AND (?5 IS NULL OR e.time < ?5)
+               AND (?6 IS NULL OR e.status = ?6)
+               AND (e.flags & ?7) = ?7
+               AND e.seq < ?8
+             ORDER BY e.seq DESC
              LIMIT ?9"
         } else {
-            "SELECT id, seq, tenant_id, event_id, source, type, customer, time, properties, tier,
-                 tier_detail, status, flags, gates, validation_hash, received_at, node, enrichment
-             FROM events
-             WHERE tenant_id = ?1
-               AND (?2 IS NULL OR customer = ?2)
-               AND (?3 IS NULL OR type = ?3)
-               AND (?4 IS NULL OR time >= ?4)
-               AND (?5 IS NULL OR time < ?5)
-               AND (?6 IS NULL OR status = ?6)
-               AND (flags & ?7) = ?7
-               AND seq > ?8
-             ORDER BY seq
+            "SELECT e.id, e.seq, e.tenant_id, e.event_id, e.source, e.type, e.customer, e.time,
+                 e.properties, e.tier, e.tier_detail, e.status, e.flags, e.gates,
+                 e.validation_hash, e.received_at, e.node,
+                 CASE WHEN q.event_id IS NULL THEN 'ENRICHED' ELSE q.waiting END AS enrichment
+             FROM events e LEFT JOIN enrichment_queue q ON q.event_id = e.id
+             WHERE e.tenant_id = ?1
+               AND (?2 IS NULL OR e.customer = ?2)
+               AND (?3 IS NULL OR e.type = ?3)
+               AND (?4 IS NULL OR e.time >= ?4)
+               AND (?5 IS NULL OR e.time < ?5)
+               AND (?6 IS NULL OR e.status = ?6)
+               AND (e.flags & ?7) = ?7
+               AND e.seq > ?8
+             ORDER BY e.seq
              LIMIT ?9"
         };
         let after = query

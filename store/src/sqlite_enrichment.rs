@@ -113,9 +113,12 @@ impl SqliteStore {
     ) -> Result<Box<dyn EnrichmentClaim>> {
         let mut tx = self.writer().begin_with("BEGIN IMMEDIATE").await?;
         let rows = sqlx::query(
-            "SELECT id, seq, tenant_id, event_id, source, type, customer, time, properties, tier,
-                 tier_detail, status, flags, gates, validation_hash, received_at, node, enrichment
-             FROM events WHERE enrichment IS NULL ORDER BY seq LIMIT ?1",
+            "SELECT e.id, e.seq, e.tenant_id, e.event_id, e.source, e.type, e.customer, e.time,
+                 e.properties, e.tier, e.tier_detail, e.status, e.flags, e.gates,
+                 e.validation_hash, e.received_at, e.node, NULL AS enrichment
+             FROM enrichment_queue q JOIN events e ON e.id = q.event_id
+             WHERE q.waiting IS NULL
+             ORDER BY q.position LIMIT ?1",
         )
         .bind(i64::from(limit))
         .fetch_all(&mut *tx)
@@ -130,8 +133,7 @@ impl SqliteStore {
     pub(crate) async fn sqlite_requeue_waiting(&self, tenant: Uuid) -> Result<u64> {
         let mut tx = self.writer().begin_with("BEGIN IMMEDIATE").await?;
         let done = sqlx::query(
-            "UPDATE events SET enrichment = NULL
-             WHERE tenant_id = ?1 AND enrichment IN ('UNATTRIBUTED', 'UNMETERED')",
+            "UPDATE enrichment_queue SET waiting = NULL WHERE tenant_id = ?1 AND waiting IS NOT NULL",
         )
         .bind(tenant.to_string())
         .execute(&mut *tx)
@@ -334,13 +336,17 @@ impl EnrichmentClaim for SqliteClaim {
             .execute(&mut **tx)
             .await?;
         }
+        // Enriched events leave the queue; the others are parked with the reason.
         for (state, ids) in marks {
             for id in ids {
-                sqlx::query("UPDATE events SET enrichment = ?1 WHERE id = ?2")
-                    .bind(state.as_str())
-                    .bind(&id)
-                    .execute(&mut **tx)
-                    .await?;
+                let statement = if state == EnrichmentState::Enriched {
+                    sqlx::query("DELETE FROM enrichment_queue WHERE event_id = ?1").bind(id)
+                } else {
+                    sqlx::query("UPDATE enrichment_queue SET waiting = ?2 WHERE event_id = ?1")
+                        .bind(id)
+                        .bind(state.as_str())
+                };
+                statement.execute(&mut **tx).await?;
             }
         }
         self.tx.commit().await?;

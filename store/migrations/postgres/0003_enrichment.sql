@@ -1,8 +1,14 @@
--- Enrichment state of each event: NULL while it waits in the queue.
-ALTER TABLE events ADD COLUMN enrichment TEXT;
-CREATE INDEX events_enrichment_pending ON events (seq) WHERE enrichment IS NULL;
-CREATE INDEX events_enrichment_waiting ON events (tenant_id, seq)
-    WHERE enrichment IN ('UNATTRIBUTED', 'UNMETERED');
+-- The enrichment queue. Events stay append-only (what was sealed is never
+-- rewritten); their enrichment state lives here: a row per event not yet
+-- enriched, `waiting` NULL when it is ready to claim, or the reason it is
+-- parked (UNATTRIBUTED, UNMETERED) until a requeue. Enriched events leave.
+-- event_id is a UUIDv7, so its order is the order events were stored.
+CREATE TABLE enrichment_queue (
+    event_id   UUID PRIMARY KEY,
+    tenant_id  UUID NOT NULL,
+    waiting    TEXT
+);
+CREATE INDEX enrichment_queue_parked ON enrichment_queue (tenant_id) WHERE waiting IS NOT NULL;
 
 -- Running totals per (subscription, meter, dimension, period, plan terms).
 CREATE TABLE running_totals (

@@ -1,8 +1,13 @@
 -- Numbers are decimal strings; times are INTEGER microseconds.
-ALTER TABLE events ADD COLUMN enrichment TEXT;
-CREATE INDEX events_enrichment_pending ON events (seq) WHERE enrichment IS NULL;
-CREATE INDEX events_enrichment_waiting ON events (tenant_id, seq)
-    WHERE enrichment IN ('UNATTRIBUTED', 'UNMETERED');
+-- The enrichment queue: see the PostgreSQL migration. `position` keeps the
+-- order events were stored in.
+CREATE TABLE enrichment_queue (
+    position   INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id   TEXT NOT NULL UNIQUE,
+    tenant_id  TEXT NOT NULL,
+    waiting    TEXT
+);
+CREATE INDEX enrichment_queue_parked ON enrichment_queue (tenant_id) WHERE waiting IS NOT NULL;
 
 CREATE TABLE running_totals (
     tenant_id        TEXT NOT NULL,
