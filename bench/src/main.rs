@@ -304,15 +304,17 @@ async fn billing_context(database: &str) -> anyhow::Result<()> {
 }
 
 /// Runs `processes` enrichers until the queue is empty; returns the events
-/// enriched and the time it took.
+/// enriched, the time it took, and the CPU seconds of the enrichers and of
+/// PostgreSQL meanwhile.
 async fn enrich(
     bin: &PathBuf,
     database: &str,
     processes: usize,
-) -> anyhow::Result<(usize, Duration)> {
+) -> anyhow::Result<(usize, Duration, f64, f64)> {
     let mut conn = PgConnection::connect(database).await?;
-    let pending = || "SELECT count(*) FROM events WHERE enrichment IS NULL";
+    let pending = || "SELECT count(*) FROM enrichment_queue WHERE waiting IS NULL";
     let queued: i64 = sqlx::query_scalar(pending()).fetch_one(&mut conn).await?;
+    let pg_before = cpu_of_all("postgres");
     let start = Instant::now();
     let mut children = Vec::new();
     for _ in 0..processes {
@@ -334,11 +336,17 @@ async fn enrich(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let elapsed = start.elapsed();
+    let pg_cpu = cpu_of_all("postgres") - pg_before;
+    let enrich_cpu: f64 = children
+        .iter()
+        .filter_map(|c| c.id())
+        .map(cpu_seconds)
+        .sum();
     for mut child in children {
         child.start_kill()?;
         child.wait().await?;
     }
-    Ok((queued as usize, elapsed))
+    Ok((queued as usize, elapsed, enrich_cpu, pg_cpu))
 }
 
 /// A running `aforo ingest` on the benchmark database.
@@ -755,7 +763,8 @@ async fn main() -> anyhow::Result<()> {
     aforo.child.wait().await?;
 
     // Enrichment of everything ingested, by two `aforo enrich` processes.
-    let (enriched, enrich_time) = enrich(&aforo_bin, &database, 2).await?;
+    let (enriched, enrich_time, enrich_cpu, enrich_pg_cpu) =
+        enrich(&aforo_bin, &database, 2).await?;
 
     // Baselines on the same rows.
     let tenant = Uuid::now_v7();
@@ -832,6 +841,11 @@ async fn main() -> anyhow::Result<()> {
         enrich_time.as_secs_f64(),
         rate(enriched, enrich_time),
         rate(enriched, enrich_time) / aforo_events
+    );
+    println!(
+        "  CPU per enriched event: {:.1} µs in the enrichers, {:.1} µs in PostgreSQL",
+        enrich_cpu * 1e6 / enriched as f64,
+        enrich_pg_cpu * 1e6 / enriched as f64
     );
     println!("ratios");
     println!(
