@@ -404,12 +404,6 @@ async fn customers_and_subscriptions_speak_grpc_too() {
         .await
         .unwrap();
     let mut client = pb::customer_service_client::CustomerServiceClient::new(channel);
-    fn authed<T>(key: &str, message: T) -> tonic::Request<T> {
-        let mut r = tonic::Request::new(message);
-        r.metadata_mut()
-            .insert("authorization", format!("Bearer {key}").parse().unwrap());
-        r
-    }
     let key = server.key.clone();
     let ts = |s: i64| {
         Some(prost_types::Timestamp {
@@ -419,7 +413,7 @@ async fn customers_and_subscriptions_speak_grpc_too() {
     };
 
     let created = client
-        .upsert_customer(authed(
+        .upsert_customer(common::authed(
             &key,
             pb::Customer {
                 id: "acme".into(),
@@ -433,7 +427,7 @@ async fn customers_and_subscriptions_speak_grpc_too() {
         .into_inner();
     assert!(created.created);
     let bad = client
-        .upsert_customer(authed(
+        .upsert_customer(common::authed(
             &key,
             pb::Customer {
                 id: "x".into(),
@@ -447,7 +441,7 @@ async fn customers_and_subscriptions_speak_grpc_too() {
     assert_eq!(bad.code(), tonic::Code::InvalidArgument);
 
     let unknown_plan = client
-        .create_subscription(authed(
+        .create_subscription(common::authed(
             &key,
             pb::CreateSubscriptionRequest {
                 customer: "acme".into(),
@@ -460,7 +454,7 @@ async fn customers_and_subscriptions_speak_grpc_too() {
         .unwrap_err();
     assert_eq!(unknown_plan.code(), tonic::Code::InvalidArgument);
     let sub = client
-        .create_subscription(authed(
+        .create_subscription(common::authed(
             &key,
             pb::CreateSubscriptionRequest {
                 customer: "acme".into(),
@@ -473,7 +467,7 @@ async fn customers_and_subscriptions_speak_grpc_too() {
         .unwrap()
         .into_inner();
     let changed = client
-        .change_plan(authed(
+        .change_plan(common::authed(
             &key,
             pb::ChangePlanRequest {
                 subscription_id: sub.id.clone(),
@@ -486,7 +480,7 @@ async fn customers_and_subscriptions_speak_grpc_too() {
         .into_inner();
     assert_eq!(changed.phases.len(), 2);
     let listed = client
-        .list_subscriptions(authed(
+        .list_subscriptions(common::authed(
             &key,
             pb::ListSubscriptionsRequest {
                 customer: "acme".into(),

@@ -420,14 +420,8 @@ async fn the_usage_queries_speak_grpc_too() {
         .await
         .unwrap();
     let mut client = pb::usage_service_client::UsageServiceClient::new(channel);
-    fn authed<T>(key: &str, message: T) -> tonic::Request<T> {
-        let mut r = tonic::Request::new(message);
-        r.metadata_mut()
-            .insert("authorization", format!("Bearer {key}").parse().unwrap());
-        r
-    }
     let revenue = client
-        .revenue(authed(
+        .revenue(common::authed(
             &server.key,
             pb::RevenueRequest {
                 customer: "acme".into(),
@@ -445,7 +439,7 @@ async fn the_usage_queries_speak_grpc_too() {
     assert_eq!(revenue.rows[0].events, 20);
 
     let entitlement = client
-        .entitlement(authed(
+        .entitlement(common::authed(
             &server.key,
             pb::EntitlementRequest {
                 customer: "acme".into(),
@@ -465,7 +459,7 @@ async fn the_usage_queries_speak_grpc_too() {
         .unwrap()
         .to_owned();
     let lines = client
-        .event_revenue(authed(
+        .event_revenue(common::authed(
             &server.key,
             pb::EventRevenueRequest {
                 stored_event_id: id,
@@ -477,7 +471,7 @@ async fn the_usage_queries_speak_grpc_too() {
     assert_eq!(lines.lines[0].meter, "translation-characters");
     assert_eq!(lines.lines[0].catalog_version, 1);
     let missing = client
-        .entitlement(authed(
+        .entitlement(common::authed(
             &server.key,
             pb::EntitlementRequest {
                 customer: "nobody".into(),

@@ -242,6 +242,16 @@ impl Server {
     }
 }
 
+/// A gRPC request carrying `authorization: Bearer KEY`.
+pub fn authed<T>(key: &str, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {key}").parse().expect("a header value"),
+    );
+    request
+}
+
 pub fn grpcurl() -> PathBuf {
     PathBuf::from(std::env::var("AFORO_GRPCURL").expect(
         "AFORO_GRPCURL is not set: run scripts/test.sh, or `eval \"$(scripts/services.sh)\"` first",
