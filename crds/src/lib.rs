@@ -4,8 +4,13 @@
 //! (the raw billable fact); the ingest gates decide its [`GateResults`]; the
 //! store keeps both, sealed by a [`validation_hash`](event::validation_hash)
 //! under the tenant's key, so an audit export can later prove that nothing was
-//! altered. The catalog resources (Meter, RatePlan, …) join this crate as the
-//! catalog language grows.
+//! altered.
+//!
+//! The catalog is declared in [`catalog`]: the custom resources (Meter,
+//! Product, RatePlan, WebhookSource, UsageAlert, MeteringPipeline) with their
+//! CEL rules. [`validate`] checks what needs the other resources, and
+//! [`compile`] turns a set of resources into one canonical, content-hashed,
+//! effective-dated snapshot.
 //!
 //! Nothing here does I/O: these are values and pure functions over them.
 

@@ -13,6 +13,9 @@
 //! with its validation hash, and commits admitted and rejected events
 //! together through the [`committer::Committer`], which gathers concurrent
 //! requests into one transaction. Answers go out only after the commit.
+//!
+//! The [`enrich`] role then takes each stored event from the queue, gives it
+//! its billing context and computes its exact marginal revenue.
 
 pub mod clock;
 pub mod committer;

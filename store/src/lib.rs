@@ -11,6 +11,11 @@
 //! exact: an event is either new and stored, or a duplicate that names the
 //! stored original, and a transaction that fails leaves no claim behind.
 //!
+//! Beside the events: the catalog versions, customers and subscriptions,
+//! the enrichment queue, running totals and ledger ([`enrichment`]), and
+//! two read-through caches ([`cache`] for the catalog in force, [`context`]
+//! for the enricher's lookups, in Redis or in process).
+//!
 //! Each backend knows its own SQL; nothing outside this crate writes SQL.
 
 pub mod auth;
