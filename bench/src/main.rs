@@ -321,6 +321,7 @@ async fn enrich(
         children.push(
             Command::new(bin)
                 .args(["enrich", "--database-url", database, "--batch", "500"])
+                .args(["--http-addr", "127.0.0.1:0"])
                 .env("AFORO_LOG", "warn")
                 .stdout(Stdio::null())
                 .kill_on_drop(true)

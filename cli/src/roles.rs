@@ -98,6 +98,9 @@ pub struct EnrichArgs {
     /// invalidates it. Without it each enricher caches for a few seconds only.
     #[arg(long, env = "AFORO_REDIS_URL")]
     redis_url: Option<String>,
+    /// Address of /healthz, /readyz and /metrics.
+    #[arg(long, env = "AFORO_ENRICH_HTTP_ADDR", default_value = "127.0.0.1:8472")]
+    http_addr: std::net::SocketAddr,
 }
 
 /// The enrich role: claims batches from the store's queue until stopped.
@@ -111,12 +114,65 @@ pub async fn enrich(args: EnrichArgs) -> anyhow::Result<ExitCode> {
         // Nothing invalidates an in-process cache from another process.
         None => ContextCache::in_process(Duration::from_secs(5)),
     });
-    let worker = tokio::spawn(Enricher::new(store, context, args.batch).run(stopped));
-    println!("aforo enrich ready");
+    let listener = tokio::net::TcpListener::bind(args.http_addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.http_addr))?;
+    let http_addr = listener.local_addr()?;
+    let probes = enrich_probes(store.clone(), context.clone());
+    let worker = tokio::spawn(Enricher::new(store, context, args.batch).run(stopped.clone()));
+    let mut http_stopped = stopped;
+    let http = tokio::spawn(async move {
+        axum::serve(listener, probes)
+            .with_graceful_shutdown(async move {
+                let _ = http_stopped.wait_for(|s| *s).await;
+            })
+            .await
+    });
+    println!("aforo enrich ready: http=http://{http_addr}");
     shutdown_signal().await;
     let _ = stop.send(true);
     worker.await?;
+    http.await??;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The enrich role's HTTP endpoints: liveness, readiness (the store
+/// answers) and the context cache's counters.
+fn enrich_probes(store: Arc<dyn Store>, context: Arc<ContextCache>) -> axum::Router {
+    use axum::http::{StatusCode, header};
+    use axum::routing::get;
+    axum::Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(move || {
+                let store = store.clone();
+                async move {
+                    match store.ping().await {
+                        Ok(()) => (StatusCode::OK, "ok".to_owned()),
+                        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+                    }
+                }
+            }),
+        )
+        .route(
+            "/metrics",
+            get(move || {
+                let stats = context.stats();
+                async move {
+                    (
+                        [(
+                            header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        format!(
+                            "{}# EOF\n",
+                            aforo_ingest::metrics::context_cache_exposition(stats)
+                        ),
+                    )
+                }
+            }),
+        )
 }
 
 #[derive(Args, Debug)]

@@ -282,6 +282,8 @@ async fn two_enrichers_on_one_postgres_enrich_every_event_exactly_once() {
                 &server.database_url,
                 "--batch",
                 "100",
+                "--http-addr",
+                "127.0.0.1:0",
             ])
             .env("AFORO_LOG", "warn")
             .stdout(Stdio::null())
@@ -481,4 +483,54 @@ async fn the_usage_queries_speak_grpc_too() {
         .await
         .unwrap_err();
     assert_eq!(missing.code(), tonic::Code::NotFound);
+}
+
+#[tokio::test]
+async fn the_enrich_role_answers_probes_and_metrics() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let server = Server::start_with(Backend::Postgres, &["--enrichers", "0"]).await;
+    let mut child = tokio::process::Command::new(common::BIN)
+        .args([
+            "enrich",
+            "--database-url",
+            &server.database_url,
+            "--http-addr",
+            "127.0.0.1:0",
+        ])
+        .env("AFORO_LOG", "warn")
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn aforo enrich");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let ready = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        .await
+        .expect("ready within 30 s")
+        .unwrap()
+        .expect("a ready line");
+    let base = ready
+        .split_once("http=")
+        .expect("the HTTP address")
+        .1
+        .to_owned();
+    let http = reqwest::Client::new();
+    for path in ["/healthz", "/readyz"] {
+        let response = http.get(format!("{base}{path}")).send().await.unwrap();
+        assert_eq!(response.status(), 200, "{path}");
+    }
+    let metrics = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"aforo_enrich_context_cache_lookups_total{result="fallback"}"#),
+        "{metrics}"
+    );
+    assert!(metrics.ends_with("# EOF\n"));
+    child.start_kill().unwrap();
+    let _ = child.wait().await;
 }

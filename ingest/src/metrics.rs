@@ -154,19 +154,23 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         if let Some(cache) = self.context.get() {
-            // The cache counts in its own atomics; expose them as counters,
-            // before the exposition's closing `# EOF`.
-            let stats = cache.stats();
+            // The cache counts in its own atomics; its counters go before
+            // the exposition's closing `# EOF`.
             let body = out.strip_suffix("# EOF\n").unwrap_or(&out).to_owned();
-            out = format!(
-                "{body}# HELP aforo_enrich_context_cache_lookups Enrichment context lookups, by result (fallback: the cache was unreachable and the store answered).\n\
-                 # TYPE aforo_enrich_context_cache_lookups counter\n\
-                 aforo_enrich_context_cache_lookups_total{{result=\"hit\"}} {}\n\
-                 aforo_enrich_context_cache_lookups_total{{result=\"miss\"}} {}\n\
-                 aforo_enrich_context_cache_lookups_total{{result=\"fallback\"}} {}\n# EOF\n",
-                stats.hits, stats.misses, stats.fallbacks
-            );
+            out = format!("{body}{}# EOF\n", context_cache_exposition(cache.stats()));
         }
         out
     }
+}
+
+/// The context cache's counters in OpenMetrics text (without `# EOF`).
+pub fn context_cache_exposition(stats: aforo_store::context::CacheStats) -> String {
+    format!(
+        "# HELP aforo_enrich_context_cache_lookups Enrichment context lookups, by result (fallback: the cache was unreachable and the store answered).\n\
+         # TYPE aforo_enrich_context_cache_lookups counter\n\
+         aforo_enrich_context_cache_lookups_total{{result=\"hit\"}} {}\n\
+         aforo_enrich_context_cache_lookups_total{{result=\"miss\"}} {}\n\
+         aforo_enrich_context_cache_lookups_total{{result=\"fallback\"}} {}\n",
+        stats.hits, stats.misses, stats.fallbacks
+    )
 }
