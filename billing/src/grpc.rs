@@ -533,7 +533,7 @@ impl UsageService for UsageGrpc {
             .map_err(|_| Status::invalid_argument(format!("{id:?} is not a stored event id")))?;
         let lines = self
             .store
-            .ledger_of(tenant, id)
+            .ledger_of(tenant, &[id])
             .await
             .map_err(store_status)?;
         Ok(Response::new(pb::EventRevenueResponse {

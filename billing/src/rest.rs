@@ -566,7 +566,7 @@ async fn event_revenue(
             None,
         )
     })?;
-    let lines = state.store.ledger_of(tenant.id, id).await?;
+    let lines = state.store.ledger_of(tenant.id, &[id]).await?;
     Ok(Json(json!({
         "lines": lines.iter().map(|l| json!({
             "meter": l.meter,

@@ -155,6 +155,18 @@ async fn revenue_telescopes(backend: Backend) {
         "per-event revenues add up to price(total)"
     );
     assert_eq!(rows[0]["currency"], "EUR");
+    // Each event carries its own revenue line; together they are the total.
+    let events = server.all_events().await;
+    let inline: Decimal = events
+        .iter()
+        .map(|e| decimal(&e["revenue"][0]["revenue"]))
+        .sum();
+    assert_eq!(inline, expected);
+    assert!(
+        events
+            .iter()
+            .all(|e| e["revenue"][0]["rate_plan"] == "translation-pro")
+    );
 }
 
 #[tokio::test]

@@ -3,7 +3,7 @@
 //! | route | what |
 //! |---|---|
 //! | `POST /v1/events` | one event or an array; `application/json`, `application/cloudevents+json`, `application/cloudevents-batch+json` |
-//! | `GET /v1/events` | stored events; filters `customer`, `type`, `from`, `to`, `status`, `flag`; `order` asc or desc; cursor `after`, `limit` |
+//! | `GET /v1/events` | stored events with their enrichment state and revenue lines; filters `customer`, `type`, `from`, `to`, `status`, `flag`; `order` asc or desc; cursor `after`, `limit` |
 //! | `GET /v1/rejections` | stored rejections; `reason`, `after`, `limit` |
 //! | `GET /healthz`, `/readyz`, `/metrics` | liveness, readiness (the store answers), Prometheus |
 //!
@@ -406,8 +406,32 @@ async fn list_events(
         limit: p.limit()?,
     };
     let page = state.store.list_events(tenant.id, &query).await?;
+    // One more query for the page's revenue, not one per event.
+    let ids: Vec<uuid::Uuid> = page.items.iter().map(|e| e.stored_id).collect();
+    let mut revenue: HashMap<uuid::Uuid, Vec<Value>> = HashMap::new();
+    for line in state.store.ledger_of(tenant.id, &ids).await? {
+        revenue.entry(line.event).or_default().push(json!({
+            "meter": line.meter,
+            "subscription": line.subscription.to_string(),
+            "rate_plan": line.rate_plan,
+            "catalog_version": line.catalog_version,
+            "quantity": line.quantity.normalize().to_string(),
+            "revenue": line.revenue.normalize().to_string(),
+            "currency": line.currency,
+            "cost": line.cost.normalize().to_string(),
+        }));
+    }
+    let events: Vec<Value> = page
+        .items
+        .iter()
+        .map(|e| {
+            let mut item = event_json(e);
+            item["revenue"] = Value::Array(revenue.remove(&e.stored_id).unwrap_or_default());
+            item
+        })
+        .collect();
     Ok(Json(json!({
-        "events": page.items.iter().map(event_json).collect::<Vec<_>>(),
+        "events": events,
         "next_cursor": page.next_after.map(|c| c.to_string()),
     })))
 }

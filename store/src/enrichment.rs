@@ -162,6 +162,8 @@ pub struct RevenueRow {
 /// One ledger row of an event: what one meter made of it.
 #[derive(Clone, Debug, PartialEq)]
 pub struct LedgerLine {
+    pub event: Uuid,
+    pub subscription: Uuid,
     pub meter: String,
     pub rate_plan: String,
     pub catalog_version: i64,

@@ -153,8 +153,8 @@ pub trait Store: Send + Sync + 'static {
     async fn requeue_waiting(&self, tenant: Uuid) -> Result<u64>;
     /// Revenue, cost and quantity by customer, meter and currency.
     async fn revenue(&self, tenant: Uuid, query: &RevenueQuery) -> Result<Vec<RevenueRow>>;
-    /// The ledger rows of one event.
-    async fn ledger_of(&self, tenant: Uuid, event: Uuid) -> Result<Vec<LedgerLine>>;
+    /// The ledger rows of these events (a page of them), by event then meter.
+    async fn ledger_of(&self, tenant: Uuid, events: &[Uuid]) -> Result<Vec<LedgerLine>>;
     /// Revenue and cost by hour of event time.
     async fn revenue_by_hour(&self, tenant: Uuid, query: &RevenueQuery) -> Result<Vec<HourRow>>;
     /// Every running total of a subscription.

@@ -156,18 +156,25 @@ impl PgStore {
             .collect()
     }
 
-    pub(crate) async fn pg_ledger_of(&self, tenant: Uuid, event: Uuid) -> Result<Vec<LedgerLine>> {
+    pub(crate) async fn pg_ledger_of(
+        &self,
+        tenant: Uuid,
+        events: &[Uuid],
+    ) -> Result<Vec<LedgerLine>> {
         let rows = sqlx::query(
-            "SELECT meter, rate_plan, catalog_version, quantity, revenue, currency, cost FROM ledger
-             WHERE tenant_id = $1 AND event_id = $2 ORDER BY meter",
+            "SELECT event_id, subscription_id, meter, rate_plan, catalog_version, quantity, revenue,
+                 currency, cost
+             FROM ledger WHERE tenant_id = $1 AND event_id = ANY($2) ORDER BY event_id, meter",
         )
         .bind(tenant)
-        .bind(event)
+        .bind(events)
         .fetch_all(self.pool())
         .await?;
         rows.iter()
             .map(|r| {
                 Ok(LedgerLine {
+                    event: r.try_get("event_id")?,
+                    subscription: r.try_get("subscription_id")?,
                     meter: r.try_get("meter")?,
                     rate_plan: r.try_get("rate_plan")?,
                     catalog_version: r.try_get("catalog_version")?,

@@ -569,8 +569,8 @@ impl Store for PgStore {
     ) -> Result<Vec<crate::RevenueRow>> {
         self.pg_revenue(tenant, query).await
     }
-    async fn ledger_of(&self, tenant: Uuid, event: Uuid) -> Result<Vec<crate::LedgerLine>> {
-        self.pg_ledger_of(tenant, event).await
+    async fn ledger_of(&self, tenant: Uuid, events: &[Uuid]) -> Result<Vec<crate::LedgerLine>> {
+        self.pg_ledger_of(tenant, events).await
     }
     async fn revenue_by_hour(
         &self,

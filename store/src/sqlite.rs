@@ -503,8 +503,8 @@ impl Store for SqliteStore {
     ) -> Result<Vec<crate::RevenueRow>> {
         self.sqlite_revenue(tenant, query).await
     }
-    async fn ledger_of(&self, tenant: Uuid, event: Uuid) -> Result<Vec<crate::LedgerLine>> {
-        self.sqlite_ledger_of(tenant, event).await
+    async fn ledger_of(&self, tenant: Uuid, events: &[Uuid]) -> Result<Vec<crate::LedgerLine>> {
+        self.sqlite_ledger_of(tenant, events).await
     }
     async fn revenue_by_hour(
         &self,

@@ -15,7 +15,7 @@ use crate::enrichment::{
     AggregationInput, EnrichmentClaim, EnrichmentOutcome, EnrichmentState, RevenueQuery,
     RevenueRow, TotalKey, TotalState, fold,
 };
-use crate::sqlite::{event_from_row, time};
+use crate::sqlite::{event_from_row, time, uuid};
 use crate::{HourRow, LedgerLine};
 use crate::{Result, SqliteStore, StoreError, StoredEvent};
 
@@ -188,19 +188,26 @@ impl SqliteStore {
     pub(crate) async fn sqlite_ledger_of(
         &self,
         tenant: Uuid,
-        event: Uuid,
+        events: &[Uuid],
     ) -> Result<Vec<LedgerLine>> {
+        let ids = serde_json::to_string(&events.iter().map(Uuid::to_string).collect::<Vec<_>>())
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let rows = sqlx::query(
-            "SELECT meter, rate_plan, catalog_version, quantity, revenue, currency, cost FROM ledger
-             WHERE tenant_id = ?1 AND event_id = ?2 ORDER BY meter",
+            "SELECT event_id, subscription_id, meter, rate_plan, catalog_version, quantity, revenue,
+                 currency, cost
+             FROM ledger
+             WHERE tenant_id = ?1 AND event_id IN (SELECT value FROM json_each(?2))
+             ORDER BY event_id, meter",
         )
         .bind(tenant.to_string())
-        .bind(event.to_string())
+        .bind(ids)
         .fetch_all(self.readers())
         .await?;
         rows.iter()
             .map(|r| {
                 Ok(LedgerLine {
+                    event: uuid(r.try_get("event_id")?)?,
+                    subscription: uuid(r.try_get("subscription_id")?)?,
                     meter: r.try_get("meter")?,
                     rate_plan: r.try_get("rate_plan")?,
                     catalog_version: r.try_get("catalog_version")?,
