@@ -236,21 +236,45 @@ impl PgStore {
         customer: Option<&str>,
         id: Option<Uuid>,
     ) -> Result<Vec<Subscription>> {
-        let rows = sqlx::query(
-            "SELECT s.id, c.external_id, s.starts_at, s.ends_at, s.billing_anchor_day, s.created_at,
-                 p.starts_at AS phase_start, p.ends_at AS phase_end, p.rate_plan, p.recorded_at
-             FROM subscriptions s
-             JOIN customers c ON c.id = s.customer_id
-             JOIN subscription_phases p ON p.subscription_id = s.id
-             WHERE s.tenant_id = $1 AND ($2::text IS NULL OR c.external_id = $2)
-               AND ($3::uuid IS NULL OR s.id = $3)
-             ORDER BY s.id, p.starts_at",
-        )
-        .bind(tenant)
-        .bind(customer)
-        .bind(id)
-        .fetch_all(self.pool())
-        .await?;
+        // One static statement per filter: the enricher asks by customer on
+        // every cache miss, and a generic plan for `($2 IS NULL OR …)` would
+        // scan instead of using the (tenant_id, external_id) index.
+        let query = match (customer, id) {
+            (Some(customer), _) => sqlx::query(
+                "SELECT s.id, c.external_id, s.starts_at, s.ends_at, s.billing_anchor_day, s.created_at,
+                     p.starts_at AS phase_start, p.ends_at AS phase_end, p.rate_plan, p.recorded_at
+                 FROM customers c
+                 JOIN subscriptions s ON s.customer_id = c.id
+                 JOIN subscription_phases p ON p.subscription_id = s.id
+                 WHERE c.tenant_id = $1 AND c.external_id = $2 AND ($3::uuid IS NULL OR s.id = $3)
+                 ORDER BY s.id, p.starts_at",
+            )
+            .bind(tenant)
+            .bind(customer)
+            .bind(id),
+            (None, Some(id)) => sqlx::query(
+                "SELECT s.id, c.external_id, s.starts_at, s.ends_at, s.billing_anchor_day, s.created_at,
+                     p.starts_at AS phase_start, p.ends_at AS phase_end, p.rate_plan, p.recorded_at
+                 FROM subscriptions s
+                 JOIN customers c ON c.id = s.customer_id
+                 JOIN subscription_phases p ON p.subscription_id = s.id
+                 WHERE s.tenant_id = $1 AND s.id = $2
+                 ORDER BY s.id, p.starts_at",
+            )
+            .bind(tenant)
+            .bind(id),
+            (None, None) => sqlx::query(
+                "SELECT s.id, c.external_id, s.starts_at, s.ends_at, s.billing_anchor_day, s.created_at,
+                     p.starts_at AS phase_start, p.ends_at AS phase_end, p.rate_plan, p.recorded_at
+                 FROM subscriptions s
+                 JOIN customers c ON c.id = s.customer_id
+                 JOIN subscription_phases p ON p.subscription_id = s.id
+                 WHERE s.tenant_id = $1
+                 ORDER BY s.id, p.starts_at",
+            )
+            .bind(tenant),
+        };
+        let rows = query.fetch_all(self.pool()).await?;
         let mut out: Vec<Subscription> = Vec::new();
         for row in rows {
             let id: Uuid = row.try_get("id")?;

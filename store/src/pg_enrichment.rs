@@ -93,13 +93,18 @@ impl PgStore {
     pub(crate) async fn pg_claim_enrichment(&self, limit: u32) -> Result<Box<dyn EnrichmentClaim>> {
         let mut tx = self.pool().begin().await?;
         let rows = sqlx::query(
-            "SELECT e.id, e.seq, e.tenant_id, e.event_id, e.source, e.type, e.customer, e.time,
+            // Claim queue rows first (a FOR UPDATE CTE is materialized), so
+            // the events are fetched by primary key, never scanned.
+            "WITH claimed AS (
+                 SELECT event_id FROM enrichment_queue
+                 WHERE waiting IS NULL
+                 ORDER BY event_id LIMIT $1
+                 FOR UPDATE SKIP LOCKED)
+             SELECT e.id, e.seq, e.tenant_id, e.event_id, e.source, e.type, e.customer, e.time,
                  e.properties::text AS properties, e.tier, e.tier_detail, e.status, e.flags, e.gates,
                  e.validation_hash, e.received_at, e.node, NULL::text AS enrichment
-             FROM enrichment_queue q JOIN events e ON e.id = q.event_id
-             WHERE q.waiting IS NULL
-             ORDER BY q.event_id LIMIT $1
-             FOR UPDATE OF q SKIP LOCKED",
+             FROM claimed c JOIN events e ON e.id = c.event_id
+             ORDER BY e.id",
         )
         .bind(i64::from(limit))
         .fetch_all(&mut *tx)
