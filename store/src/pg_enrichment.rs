@@ -16,6 +16,11 @@ use crate::postgres::{event_from_row, micros};
 use crate::{HourRow, LedgerLine};
 use crate::{PgStore, Result, StoredEvent};
 
+/// Shards of the enrichment queue (see migration 0003).
+const QUEUE_SHARDS: u32 = 16;
+/// The advisory-lock key space of queue shards.
+const QUEUE_LOCK_SPACE: i32 = 0x0af0_0002;
+
 pub(crate) struct PgClaim {
     tx: Transaction<'static, Postgres>,
     events: Vec<StoredEvent>,
@@ -90,30 +95,50 @@ impl PgStore {
             .collect()
     }
 
+    /// Claims the oldest ready events of the first shard no other enricher
+    /// holds. The shard's advisory lock lasts until the claim's transaction
+    /// ends, so no two enrichers ever see the same event.
     pub(crate) async fn pg_claim_enrichment(&self, limit: u32) -> Result<Box<dyn EnrichmentClaim>> {
         let mut tx = self.pool().begin().await?;
-        let rows = sqlx::query(
-            // Claim queue rows first (a FOR UPDATE CTE is materialized), so
-            // the events are fetched by primary key, never scanned.
-            "WITH claimed AS (
-                 SELECT event_id FROM enrichment_queue
-                 WHERE waiting IS NULL
-                 ORDER BY event_id LIMIT $1
-                 FOR UPDATE SKIP LOCKED)
-             SELECT e.id, e.seq, e.tenant_id, e.event_id, e.source, e.type, e.customer, e.time,
-                 e.properties::text AS properties, e.tier, e.tier_detail, e.status, e.flags, e.gates,
-                 e.validation_hash, e.received_at, e.node, NULL::text AS enrichment
-             FROM claimed c JOIN events e ON e.id = c.event_id
-             ORDER BY e.id",
-        )
-        .bind(i64::from(limit))
-        .fetch_all(&mut *tx)
-        .await?;
-        let events = rows
-            .iter()
-            .map(event_from_row)
-            .collect::<Result<Vec<_>>>()?;
-        Ok(Box::new(PgClaim { tx, events }))
+        let start = rand::random::<u32>() % QUEUE_SHARDS;
+        for step in 0..QUEUE_SHARDS {
+            let shard = ((start + step) % QUEUE_SHARDS) as i16;
+            let mine: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1, $2)")
+                .bind(QUEUE_LOCK_SPACE)
+                .bind(i32::from(shard))
+                .fetch_one(&mut *tx)
+                .await?;
+            if !mine {
+                continue;
+            }
+            let rows = sqlx::query(
+                // Queue rows first, then their events by primary key.
+                "WITH claimed AS (
+                     SELECT event_id FROM enrichment_queue
+                     WHERE shard = $2 AND waiting IS NULL
+                     ORDER BY event_id LIMIT $1)
+                 SELECT e.id, e.seq, e.tenant_id, e.event_id, e.source, e.type, e.customer, e.time,
+                     e.properties::text AS properties, e.tier, e.tier_detail, e.status, e.flags, e.gates,
+                     e.validation_hash, e.received_at, e.node, NULL::text AS enrichment
+                 FROM claimed c JOIN events e ON e.id = c.event_id
+                 ORDER BY e.id",
+            )
+            .bind(i64::from(limit))
+            .bind(shard)
+            .fetch_all(&mut *tx)
+            .await?;
+            if !rows.is_empty() {
+                let events = rows
+                    .iter()
+                    .map(event_from_row)
+                    .collect::<Result<Vec<_>>>()?;
+                return Ok(Box::new(PgClaim { tx, events }));
+            }
+        }
+        Ok(Box::new(PgClaim {
+            tx,
+            events: Vec::new(),
+        }))
     }
 
     pub(crate) async fn pg_requeue_waiting(&self, tenant: Uuid) -> Result<u64> {

@@ -146,7 +146,8 @@ impl PgStore {
                  ON CONFLICT (tenant_id, dedup_key) DO NOTHING
                  RETURNING id, tenant_id),
                  queued AS (
-                 INSERT INTO enrichment_queue (event_id, tenant_id) SELECT id, tenant_id FROM inserted)
+                 INSERT INTO enrichment_queue (event_id, tenant_id, shard)
+                 SELECT id, tenant_id, get_byte(uuid_send(id), 15) % 16 FROM inserted)
                  SELECT id FROM inserted",
             )
             .bind(&ids)

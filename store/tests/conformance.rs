@@ -814,26 +814,31 @@ mod enrichment {
         f.store.commit(&events(list)).await.unwrap();
     }
 
+    /// Claims and completes until the queue is empty; `input(i)` is what the
+    /// i-th event enriched (in claim order) adds. Returns how many were.
     async fn enrich_all(
         f: &Fixture,
         subscription: Uuid,
         input: impl Fn(usize) -> AggregationInput,
     ) -> usize {
-        let claim = f.store.claim_enrichment(100).await.unwrap();
-        let outcomes: Vec<EnrichmentOutcome> = claim
-            .events()
-            .iter()
-            .enumerate()
-            .map(|(i, e)| EnrichmentOutcome {
-                event: e.stored_id,
-                event_time: e.event.time,
-                state: EnrichmentState::Enriched,
-                intents: vec![intent(e.tenant, subscription, input(i))],
-            })
-            .collect();
-        let n = outcomes.len();
-        claim.complete(outcomes).await.unwrap();
-        n
+        let mut n = 0;
+        loop {
+            let claim = f.store.claim_enrichment(100).await.unwrap();
+            if claim.events().is_empty() {
+                return n;
+            }
+            let mut outcomes = Vec::new();
+            for e in claim.events() {
+                outcomes.push(EnrichmentOutcome {
+                    event: e.stored_id,
+                    event_time: e.event.time,
+                    state: EnrichmentState::Enriched,
+                    intents: vec![intent(e.tenant, subscription, input(n))],
+                });
+                n += 1;
+            }
+            claim.complete(outcomes).await.unwrap();
+        }
     }
 
     async fn revenue_telescopes_through_the_running_total(f: Fixture) {
@@ -890,31 +895,29 @@ mod enrichment {
     async fn requeued_events_come_back_to_the_queue(f: Fixture) {
         let t = f.store.create_tenant("acme").await.unwrap();
         queue(&f, &t, 3).await;
-        let claim = f.store.claim_enrichment(10).await.unwrap();
-        let outcomes = claim
-            .events()
-            .iter()
-            .map(|e| EnrichmentOutcome {
-                event: e.stored_id,
-                event_time: e.event.time,
-                state: EnrichmentState::Unattributed,
-                intents: vec![],
-            })
-            .collect();
-        claim.complete(outcomes).await.unwrap();
-        assert!(
-            f.store
-                .claim_enrichment(10)
-                .await
-                .unwrap()
+        let mut parked = 0;
+        loop {
+            let claim = f.store.claim_enrichment(10).await.unwrap();
+            if claim.events().is_empty() {
+                break;
+            }
+            let outcomes: Vec<EnrichmentOutcome> = claim
                 .events()
-                .is_empty()
-        );
+                .iter()
+                .map(|e| EnrichmentOutcome {
+                    event: e.stored_id,
+                    event_time: e.event.time,
+                    state: EnrichmentState::Unattributed,
+                    intents: vec![],
+                })
+                .collect();
+            parked += outcomes.len();
+            claim.complete(outcomes).await.unwrap();
+        }
+        assert_eq!(parked, 3, "parked events are not claimed again");
         assert_eq!(f.store.requeue_waiting(t.id).await.unwrap(), 3);
-        assert_eq!(
-            f.store.claim_enrichment(10).await.unwrap().events().len(),
-            3
-        );
+        let enriched = enrich_all(&f, Uuid::now_v7(), |_| AggregationInput::Count).await;
+        assert_eq!(enriched, 3);
     }
 
     macro_rules! both {
@@ -934,11 +937,30 @@ mod enrichment {
         let f = postgres().await;
         let t = f.store.create_tenant("acme").await.unwrap();
         queue(&f, &t, 10).await;
-        let first = f.store.claim_enrichment(6).await.unwrap();
-        let second = f.store.claim_enrichment(6).await.unwrap();
-        let a: Vec<Uuid> = first.events().iter().map(|e| e.stored_id).collect();
-        let b: Vec<Uuid> = second.events().iter().map(|e| e.stored_id).collect();
-        assert_eq!((a.len(), b.len()), (6, 4));
-        assert!(a.iter().all(|id| !b.contains(id)));
+        // Claims held open at once each see events no other holds, and
+        // together they cover the queue.
+        let mut held = Vec::new();
+        let mut seen: Vec<Uuid> = Vec::new();
+        loop {
+            let claim = f.store.claim_enrichment(6).await.unwrap();
+            if claim.events().is_empty() {
+                break;
+            }
+            for e in claim.events() {
+                assert!(
+                    !seen.contains(&e.stored_id),
+                    "{} claimed twice",
+                    e.stored_id
+                );
+                seen.push(e.stored_id);
+            }
+            held.push(claim);
+        }
+        assert_eq!(
+            seen.len(),
+            10,
+            "every queued event was claimable by someone"
+        );
+        drop(held);
     }
 }
