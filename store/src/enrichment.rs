@@ -2,8 +2,8 @@
 //! both backends share.
 //!
 //! The enricher claims a batch of pending events (a transaction that holds
-//! them: `FOR UPDATE SKIP LOCKED` on PostgreSQL, so several enrichers share
-//! the queue and no event is processed twice), resolves each to ledger
+//! them: on PostgreSQL a queue shard under an advisory lock, so several
+//! enrichers share the queue and no event is processed twice), resolves each to ledger
 //! intents, and completes the claim: running totals are locked once per key,
 //! folded event by event, and the ledger rows, the totals and the queue
 //! (enriched events leave it, the others are parked with their reason) are
