@@ -320,7 +320,7 @@ async fn enrich(
     for _ in 0..processes {
         children.push(
             Command::new(bin)
-                .args(["enrich", "--database-url", database, "--batch", "500"])
+                .args(["enrich", "--database-url", database])
                 .args(["--http-addr", "127.0.0.1:0"])
                 .env("AFORO_LOG", "warn")
                 .stdout(Stdio::null())
