@@ -4,33 +4,12 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use common::{Backend, Server};
+use common::{Backend, Server, examples, examples_with};
 use serde_json::{Value, json};
-
-fn examples() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples"))
-}
-
-/// A copy of the examples in `dir`, with `edit` applied to rate-plans.yaml.
-fn examples_with(dir: &Path, edit: impl Fn(String) -> String) -> PathBuf {
-    let out = dir.join("catalog");
-    std::fs::create_dir_all(&out).unwrap();
-    for entry in std::fs::read_dir(examples()).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "yaml") {
-            let mut text = std::fs::read_to_string(&path).unwrap();
-            if path.file_name().unwrap() == "rate-plans.yaml" {
-                text = edit(text);
-            }
-            std::fs::write(out.join(path.file_name().unwrap()), text).unwrap();
-        }
-    }
-    out
-}
 
 async fn apply(server: &Server, path: &Path) -> (bool, String, String) {
     let http = server.http.clone();

@@ -3,20 +3,15 @@
 
 mod common;
 
-use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use aforo_billing::pricing::{ChargeRating, RatingFunction};
 use aforo_crds::catalog::{Resource, yaml_documents};
 use chrono::{DateTime, TimeZone, Utc};
-use common::{Backend, Server};
+use common::{Backend, Server, examples, examples_with};
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
-
-fn examples() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples"))
-}
 
 /// translation-pro's rating function, read from the example catalog.
 fn translation_pro(rate_plans_yaml: &str) -> RatingFunction {
@@ -185,23 +180,20 @@ async fn a_price_change_prices_each_event_by_its_own_time() {
     setup(&server, "acme").await;
     // Version 2: translation gets cheaper from November 20 on.
     let dir = tempfile::tempdir().unwrap();
-    for entry in std::fs::read_dir(examples()).unwrap() {
-        let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "yaml") {
-            std::fs::copy(&path, dir.path().join(path.file_name().unwrap())).unwrap();
-        }
-    }
-    let v2_plans = example_plans()
-        .replacen("unitPrice: \"0.00002\"", "unitPrice: \"0.00001\"", 1)
-        .replacen(
-            "effectiveFrom: \"2026-01-01T00:00:00Z\"",
-            "effectiveFrom: \"2026-11-20T00:00:00Z\"",
-            1,
-        );
-    std::fs::write(dir.path().join("rate-plans.yaml"), &v2_plans).unwrap();
+    let edit = |plans: String| {
+        plans
+            .replacen("unitPrice: \"0.00002\"", "unitPrice: \"0.00001\"", 1)
+            .replacen(
+                "effectiveFrom: \"2026-01-01T00:00:00Z\"",
+                "effectiveFrom: \"2026-11-20T00:00:00Z\"",
+                1,
+            )
+    };
+    let v2_plans = edit(example_plans());
+    let v2 = examples_with(dir.path(), edit);
     let http = server.http.clone();
     let (ok, out, err) = server
-        .cli(&["apply", "-f", dir.path().to_str().unwrap(), "--http", &http])
+        .cli(&["apply", "-f", v2.to_str().unwrap(), "--http", &http])
         .await;
     assert!(ok && out.contains("version 2 created"), "{out}{err}");
 

@@ -242,6 +242,30 @@ impl Server {
     }
 }
 
+/// The example catalog of the repository.
+pub fn examples() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples"))
+}
+
+/// A copy of the example catalog under `dir`, with `edit` applied to
+/// rate-plans.yaml; returns the copy's folder.
+pub fn examples_with(dir: &Path, edit: impl Fn(String) -> String) -> PathBuf {
+    let out = dir.join("catalog");
+    std::fs::create_dir_all(&out).expect("create the copy's folder");
+    for entry in std::fs::read_dir(examples()).expect("read examples/") {
+        let path = entry.expect("an entry").path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            let mut text = std::fs::read_to_string(&path).expect("read an example");
+            if path.file_name().is_some_and(|n| n == "rate-plans.yaml") {
+                text = edit(text);
+            }
+            std::fs::write(out.join(path.file_name().expect("a file name")), text)
+                .expect("write the copy");
+        }
+    }
+    out
+}
+
 /// A gRPC request carrying `authorization: Bearer KEY`.
 pub fn authed<T>(key: &str, message: T) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);

@@ -165,9 +165,4 @@ impl Enricher {
             }
         }
     }
-
-    /// The context cache's counters.
-    pub fn cache(&self) -> &ContextCache {
-        &self.cache
-    }
 }
