@@ -10,10 +10,12 @@
 //! [`pricing`] is the pure pricing math the RevenueEstimator and the bill run
 //! share. Bill runs, invoices and monitors join this crate next.
 
+pub mod billrun;
 pub mod catalog;
 pub mod customers;
 pub mod grpc;
 pub mod period;
 pub mod pricing;
+pub mod resolve;
 pub mod rest;
 pub mod usage;

@@ -11,6 +11,12 @@ fn months(period: BillingPeriod) -> u32 {
     }
 }
 
+/// `t` moved `n` periods forward (same day of month; anchors never pass
+/// the 28th, so this does not drift).
+pub fn step(period: BillingPeriod, t: DateTime<Utc>, n: u32) -> Option<DateTime<Utc>> {
+    t.checked_add_months(Months::new(months(period) * n))
+}
+
 /// The anchor of a subscription's periods: its start, or midnight UTC of
 /// `anchor_day` in its start month. Days past the 28th are not anchors
 /// (every month has a 28th), so periods never drift.

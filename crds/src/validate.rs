@@ -385,6 +385,24 @@ fn rate_plan(
         {
             report.decimal(&format!("{at}.rollover.maxUnits"), max);
         }
+        if let Some(quota) = &charge.quota {
+            let soft = quota
+                .soft
+                .as_ref()
+                .and_then(|q| report.decimal(&format!("{at}.quota.soft"), q));
+            let hard = quota
+                .hard
+                .as_ref()
+                .and_then(|q| report.decimal(&format!("{at}.quota.hard"), q));
+            if let (Some(soft), Some(hard)) = (soft, hard)
+                && soft > hard
+            {
+                report.error(
+                    format!("{at}.quota.soft"),
+                    format!("{soft} exceeds the hard quota {hard}"),
+                );
+            }
+        }
     }
 }
 

@@ -91,6 +91,11 @@ impl RatingFunction {
         self
     }
 
+    /// A copy with a different allowance (the bill run's rolled-over units).
+    pub fn clone_with_included(&self, included: Decimal) -> Self {
+        self.clone().with_included(included)
+    }
+
     pub fn included(&self) -> Decimal {
         self.included
     }

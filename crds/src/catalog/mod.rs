@@ -32,7 +32,7 @@ pub use pipeline::{
 pub use product::{Product, ProductSpec};
 pub use rate_plan::{
     BillingPeriod, Charge, DimensionPrices, Discount, FlatCharge, PackageCharge, PerUnitCharge,
-    PercentageCharge, RatePlan, RatePlanSpec, RecurringFee, Rollover, Tier,
+    PercentageCharge, Quota, RatePlan, RatePlanSpec, RecurringFee, Rollover, Tier,
 };
 pub use resource::{Resource, yaml_documents};
 pub use usage_alert::{AlertKind, AlertSelector, AlertSink, UsageAlert, UsageAlertSpec};

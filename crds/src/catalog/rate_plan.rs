@@ -103,6 +103,21 @@ pub struct Rollover {
     pub expires_after_periods: Option<u32>,
 }
 
+/// Limits on one meter's usage per period.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
+#[x_kube(validation = Rule::new("!has(self.soft) || !has(self.hard) || double(self.soft) <= double(self.hard)").message("the soft quota must not exceed the hard quota").field_path(".soft"))]
+#[x_kube(validation = Rule::new("has(self.soft) || has(self.hard)").message("a quota needs soft, hard or both"))]
+#[serde(rename_all = "camelCase")]
+pub struct Quota {
+    /// Usage beyond it is billed and flagged on the invoice line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub soft: Option<DecimalString>,
+    /// Usage beyond it is not billed: the bill run prices at most this
+    /// quantity and flags the overage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hard: Option<DecimalString>,
+}
+
 /// How one meter is priced: exactly one model.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, KubeSchema)]
 #[x_kube(validation = Rule::new("[has(self.flat), has(self.perUnit), has(self.package), has(self.graduated), has(self.volume), has(self.percentage)].filter(x, x).size() == 1").message("a charge has exactly one of flat, perUnit, package, graduated, volume, percentage"))]
@@ -139,6 +154,8 @@ pub struct Charge {
     pub included_units: Option<DecimalString>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollover: Option<Rollover>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota: Option<Quota>,
 }
 
 /// A discount on the plan's invoice total.

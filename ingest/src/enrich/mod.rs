@@ -11,8 +11,6 @@
 //! (after a second look that bypasses the cache) and go back in the queue
 //! when one of those appears.
 
-pub mod resolve;
-
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,7 +20,8 @@ use aforo_store::enrichment::EnrichmentState;
 use aforo_store::{Store, StoreError};
 use uuid::Uuid;
 
-use resolve::{CatalogAt, TenantContext, resolve};
+pub use aforo_billing::resolve;
+use aforo_billing::resolve::{CatalogAt, TenantContext, resolve};
 
 pub struct Enricher {
     store: Arc<dyn Store>,

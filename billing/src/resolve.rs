@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 
-use aforo_billing::period::period_start;
-use aforo_billing::pricing::ChargeRating;
+use crate::period::period_start;
+use crate::pricing::{ChargeRating, RatingFunction};
 use aforo_crds::canonical;
 use aforo_crds::catalog::{Aggregation, MeterSpec, RatePlanSpec};
 use aforo_crds::compile::CatalogSnapshot;
@@ -168,13 +168,30 @@ fn outcome(
 
 /// Resolves one event.
 pub fn resolve(event: &StoredEvent, ctx: &TenantContext) -> EnrichmentOutcome {
+    let (state, priced) = resolve_priced(event, ctx);
+    outcome(
+        event,
+        state,
+        priced.into_iter().map(|(intent, _)| intent).collect(),
+    )
+}
+
+/// An intent and the rating function its price closure applies: the bill
+/// run reprices with it when its allowance differs from the plan's.
+pub type PricedIntent = (LedgerIntent, Arc<RatingFunction>);
+
+/// Resolves one event, keeping each intent's rating function.
+pub fn resolve_priced(
+    event: &StoredEvent,
+    ctx: &TenantContext,
+) -> (EnrichmentState, Vec<PricedIntent>) {
     let e = &event.event;
     let Some(catalog) = ctx.catalog_at(e.time) else {
-        return outcome(event, EnrichmentState::Unmetered, vec![]);
+        return (EnrichmentState::Unmetered, vec![]);
     };
     let meters: Vec<(&String, &MeterSpec)> = catalog.snapshot.meters_for(&e.event_type).collect();
     if meters.is_empty() {
-        return outcome(event, EnrichmentState::Unmetered, vec![]);
+        return (EnrichmentState::Unmetered, vec![]);
     }
     let in_force = ctx
         .subscriptions
@@ -183,10 +200,10 @@ pub fn resolve(event: &StoredEvent, ctx: &TenantContext) -> EnrichmentOutcome {
         .flatten()
         .find_map(|s| s.plan_at(e.time).map(|plan| (s, plan)));
     let Some((subscription, plan_name)) = in_force else {
-        return outcome(event, EnrichmentState::Unattributed, vec![]);
+        return (EnrichmentState::Unattributed, vec![]);
     };
     let Some(plan) = catalog.snapshot.rate_plans.get(plan_name) else {
-        return outcome(event, EnrichmentState::Unattributed, vec![]);
+        return (EnrichmentState::Unattributed, vec![]);
     };
     let period = period_start(
         plan.billing_period,
@@ -226,8 +243,9 @@ pub fn resolve(event: &StoredEvent, ctx: &TenantContext) -> EnrichmentOutcome {
                     .map(str::to_owned)
                     .unwrap_or_else(|| v.to_string())
             });
-        let function = rating.function_for(dimension.as_deref()).clone();
-        let price: PriceFn = Arc::new(move |q| function.price(q));
+        let function = Arc::new(rating.function_for(dimension.as_deref()).clone());
+        let priced = Arc::clone(&function);
+        let price: PriceFn = Arc::new(move |q| priced.price(q));
         let unit_cost = meter
             .unit_cost
             .as_ref()
@@ -238,24 +256,27 @@ pub fn resolve(event: &StoredEvent, ctx: &TenantContext) -> EnrichmentOutcome {
             .get("cost")
             .and_then(as_decimal)
             .unwrap_or_default();
-        intents.push(LedgerIntent {
-            key: TotalKey {
-                tenant: event.tenant,
-                subscription: subscription.id,
-                meter: name.clone(),
-                dimension: dimension.unwrap_or_default(),
-                period_start: period,
-                plan_terms: prepared.terms.clone(),
+        intents.push((
+            LedgerIntent {
+                key: TotalKey {
+                    tenant: event.tenant,
+                    subscription: subscription.id,
+                    meter: name.clone(),
+                    dimension: dimension.unwrap_or_default(),
+                    period_start: period,
+                    plan_terms: prepared.terms.clone(),
+                },
+                input: aggregation,
+                price,
+                customer: e.customer.clone(),
+                rate_plan: plan_name.to_owned(),
+                catalog_version: catalog.version,
+                currency: plan.currency.clone(),
+                cost: unit_cost * contribution + carried,
+                cost_currency: meter.cost_currency.clone(),
             },
-            input: aggregation,
-            price,
-            customer: e.customer.clone(),
-            rate_plan: plan_name.to_owned(),
-            catalog_version: catalog.version,
-            currency: plan.currency.clone(),
-            cost: unit_cost * contribution + carried,
-            cost_currency: meter.cost_currency.clone(),
-        });
+            function,
+        ));
     }
-    outcome(event, EnrichmentState::Enriched, intents)
+    (EnrichmentState::Enriched, intents)
 }
