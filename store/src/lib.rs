@@ -19,16 +19,19 @@
 //! Each backend knows its own SQL; nothing outside this crate writes SQL.
 
 pub mod auth;
+pub mod billing;
 pub mod cache;
 pub mod context;
 pub mod enrichment;
 mod error;
 mod migrate;
 mod model;
+mod pg_billing;
 mod pg_catalog;
 mod pg_enrichment;
 mod postgres;
 mod sqlite;
+mod sqlite_billing;
 mod sqlite_catalog;
 mod sqlite_enrichment;
 
@@ -163,6 +166,81 @@ pub trait Store: Send + Sync + 'static {
         tenant: Uuid,
         subscription: Uuid,
     ) -> Result<Vec<(enrichment::TotalKey, enrichment::TotalState)>>;
+    /// Every running total of periods starting in `[from, to]`.
+    async fn running_totals_between(
+        &self,
+        tenant: Uuid,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<(enrichment::TotalKey, enrichment::TotalState)>>;
+
+    // The bill run.
+
+    /// Events of `customers` with event times in `[from, to)` stored at or
+    /// before `stored_until` (the cut-off), in stored order.
+    async fn bill_events(
+        &self,
+        tenant: Uuid,
+        customers: &[String],
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        stored_until: DateTime<Utc>,
+    ) -> Result<Vec<StoredEvent>>;
+    /// Events by stored id, in stored order; unknown ids are left out.
+    async fn events_by_ids(&self, tenant: Uuid, ids: &[Uuid]) -> Result<Vec<StoredEvent>>;
+    /// Numbers and writes invoices, each with its lineage and deliveries,
+    /// in one transaction; a period already invoiced is left as it is.
+    async fn settle_invoices(
+        &self,
+        tenant: Uuid,
+        invoices: &[billing::NewInvoice],
+    ) -> Result<Vec<billing::SettleOutcome>>;
+    /// Invoices by number; `limit` 0 means all.
+    async fn invoices(
+        &self,
+        tenant: Uuid,
+        query: &billing::InvoiceQuery,
+    ) -> Result<Vec<billing::StoredInvoice>>;
+    async fn invoice(
+        &self,
+        tenant: Uuid,
+        id_or_number: &str,
+    ) -> Result<Option<billing::StoredInvoice>>;
+    /// The events behind an invoice line, in line order.
+    async fn line_events(
+        &self,
+        tenant: Uuid,
+        invoice: Uuid,
+        line: u32,
+    ) -> Result<Option<Vec<Uuid>>>;
+    async fn record_bill_run(&self, run: &billing::BillRunRecord) -> Result<()>;
+    /// The latest bill runs first.
+    async fn bill_runs(&self, tenant: Uuid, limit: u32) -> Result<Vec<billing::BillRunRecord>>;
+    /// Fails with [`StoreError::NotFound`] for an unknown subscription.
+    async fn add_subscription_discount(
+        &self,
+        tenant: Uuid,
+        discount: &billing::SubscriptionDiscount,
+    ) -> Result<()>;
+    async fn subscription_discounts(
+        &self,
+        tenant: Uuid,
+    ) -> Result<Vec<billing::SubscriptionDiscount>>;
+    /// Deliveries not yet made whose next attempt is due.
+    async fn due_deliveries(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<billing::Delivery>>;
+    /// Records an attempt: delivered when `error` is `None`, else retried
+    /// from `retry_at`.
+    async fn finish_delivery(
+        &self,
+        id: Uuid,
+        at: DateTime<Utc>,
+        error: Option<&str>,
+        retry_at: DateTime<Utc>,
+    ) -> Result<()>;
 }
 
 /// Opens the store a URL names, running its migrations first:

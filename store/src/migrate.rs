@@ -27,6 +27,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         name: "enrichment",
         sql: include_str!("../migrations/postgres/0003_enrichment.sql"),
     },
+    Migration {
+        version: 4,
+        name: "billing",
+        sql: include_str!("../migrations/postgres/0004_billing.sql"),
+    },
 ];
 
 pub(crate) const SQLITE: &[Migration] = &[
@@ -44,6 +49,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         version: 3,
         name: "enrichment",
         sql: include_str!("../migrations/sqlite/0003_enrichment.sql"),
+    },
+    Migration {
+        version: 4,
+        name: "billing",
+        sql: include_str!("../migrations/sqlite/0004_billing.sql"),
     },
 ];
 

@@ -587,6 +587,96 @@ impl Store for PgStore {
     ) -> Result<Vec<(crate::enrichment::TotalKey, crate::enrichment::TotalState)>> {
         self.pg_running_totals_of(tenant, subscription).await
     }
+    async fn running_totals_between(
+        &self,
+        tenant: Uuid,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<(crate::enrichment::TotalKey, crate::enrichment::TotalState)>> {
+        self.pg_running_totals_between(tenant, from, to).await
+    }
+    async fn bill_events(
+        &self,
+        tenant: Uuid,
+        customers: &[String],
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        stored_until: DateTime<Utc>,
+    ) -> Result<Vec<StoredEvent>> {
+        self.pg_bill_events(tenant, customers, from, to, stored_until)
+            .await
+    }
+    async fn events_by_ids(&self, tenant: Uuid, ids: &[Uuid]) -> Result<Vec<StoredEvent>> {
+        self.pg_events_by_ids(tenant, ids).await
+    }
+    async fn settle_invoices(
+        &self,
+        tenant: Uuid,
+        invoices: &[crate::billing::NewInvoice],
+    ) -> Result<Vec<crate::billing::SettleOutcome>> {
+        self.pg_settle_invoices(tenant, invoices).await
+    }
+    async fn invoices(
+        &self,
+        tenant: Uuid,
+        query: &crate::billing::InvoiceQuery,
+    ) -> Result<Vec<crate::billing::StoredInvoice>> {
+        self.pg_invoices(tenant, query).await
+    }
+    async fn invoice(
+        &self,
+        tenant: Uuid,
+        id_or_number: &str,
+    ) -> Result<Option<crate::billing::StoredInvoice>> {
+        self.pg_invoice(tenant, id_or_number).await
+    }
+    async fn line_events(
+        &self,
+        tenant: Uuid,
+        invoice: Uuid,
+        line: u32,
+    ) -> Result<Option<Vec<Uuid>>> {
+        self.pg_line_events(tenant, invoice, line).await
+    }
+    async fn record_bill_run(&self, run: &crate::billing::BillRunRecord) -> Result<()> {
+        self.pg_record_bill_run(run).await
+    }
+    async fn bill_runs(
+        &self,
+        tenant: Uuid,
+        limit: u32,
+    ) -> Result<Vec<crate::billing::BillRunRecord>> {
+        self.pg_bill_runs(tenant, limit).await
+    }
+    async fn add_subscription_discount(
+        &self,
+        tenant: Uuid,
+        discount: &crate::billing::SubscriptionDiscount,
+    ) -> Result<()> {
+        self.pg_add_subscription_discount(tenant, discount).await
+    }
+    async fn subscription_discounts(
+        &self,
+        tenant: Uuid,
+    ) -> Result<Vec<crate::billing::SubscriptionDiscount>> {
+        self.pg_subscription_discounts(tenant).await
+    }
+    async fn due_deliveries(
+        &self,
+        now: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<crate::billing::Delivery>> {
+        self.pg_due_deliveries(now, limit).await
+    }
+    async fn finish_delivery(
+        &self,
+        id: Uuid,
+        at: DateTime<Utc>,
+        error: Option<&str>,
+        retry_at: DateTime<Utc>,
+    ) -> Result<()> {
+        self.pg_finish_delivery(id, at, error, retry_at).await
+    }
 }
 
 /// Deadlock or serialization failure: the transaction was rolled back and

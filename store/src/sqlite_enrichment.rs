@@ -24,7 +24,7 @@ pub(crate) struct SqliteClaim {
     events: Vec<StoredEvent>,
 }
 
-fn decimal(text: &str) -> Result<Decimal> {
+pub(crate) fn decimal(text: &str) -> Result<Decimal> {
     Decimal::from_str(text).map_err(|_| StoreError::Corrupt(format!("{text:?} is not a decimal")))
 }
 

@@ -91,6 +91,7 @@ fn item(i: u64, input: AggregationInput, plan: &RatePlanSpec) -> UsageItem {
         event: event_id(i),
         validation_hash: format!("{:064x}", i),
         time: month_start(3) + chrono::Duration::minutes(i as i64),
+        stored_at: month_start(3) + chrono::Duration::minutes(i as i64),
         intent: LedgerIntent {
             key: TotalKey {
                 tenant: Uuid::nil(),
@@ -132,6 +133,7 @@ pub fn unique_item(i: u64, value: &str) -> UsageItem {
 /// Moves an item into another period.
 pub fn at_period(mut item: UsageItem, period: Period) -> UsageItem {
     item.time = period.start + (item.time - month_start(3));
+    item.stored_at = item.time;
     item.intent.key.period_start = period.start;
     item
 }

@@ -34,6 +34,7 @@ pub mod aggregate;
 pub mod allowance;
 pub mod audit;
 pub mod commit;
+pub mod deliver;
 pub mod discount;
 pub mod merkle;
 pub mod quota;
@@ -81,6 +82,8 @@ pub struct UsageItem {
     pub event: Uuid,
     pub validation_hash: String,
     pub time: DateTime<Utc>,
+    /// When the event was stored (its `received_at`).
+    pub stored_at: DateTime<Utc>,
     pub intent: LedgerIntent,
     pub function: Arc<RatingFunction>,
 }
@@ -267,6 +270,19 @@ pub enum LineKind {
     Tax,
 }
 
+impl LineKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LineKind::Usage => "USAGE",
+            LineKind::Recurring => "RECURRING",
+            LineKind::Adjustment => "ADJUSTMENT",
+            LineKind::Commitment => "COMMITMENT",
+            LineKind::Discount => "DISCOUNT",
+            LineKind::Tax => "TAX",
+        }
+    }
+}
+
 /// One invoice line. `amount` is `amount_unrounded` rounded once to the
 /// currency's minor units; nothing else is rounded.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -351,7 +367,9 @@ impl Draft {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Invoice {
     pub id: Uuid,
-    /// Assigned by the store when it settles the invoice ("" before).
+    /// Assigned by the store when it settles the invoice ("" before); not
+    /// part of the document.
+    #[serde(default, skip_serializing)]
     pub number: String,
     pub tenant: Uuid,
     pub subscription: Uuid,
@@ -386,9 +404,22 @@ impl Invoice {
     }
 }
 
+/// A billed subscription period: the invoice and what Aggregate found (for
+/// reconciliation with the RevenueEstimator).
+#[derive(Clone, Debug)]
+pub struct Billed {
+    pub invoice: Invoice,
+    pub aggregated: Vec<Aggregated>,
+}
+
 /// Runs the ten stages for one subscription and period. The invoice id is
 /// an input so that a replay can compare like with like.
 pub fn bill(inputs: &Inputs, invoice_id: Uuid) -> Result<Invoice, StageFailure> {
+    bill_with_aggregates(inputs, invoice_id).map(|b| b.invoice)
+}
+
+/// [`bill`], keeping Aggregate's results.
+pub fn bill_with_aggregates(inputs: &Inputs, invoice_id: Uuid) -> Result<Billed, StageFailure> {
     let mut draft = Draft::new();
     for stage in Stage::ALL {
         stage
@@ -400,7 +431,10 @@ pub fn bill(inputs: &Inputs, invoice_id: Uuid) -> Result<Invoice, StageFailure> 
         reason: "settle produced no invoice".into(),
     })?;
     invoice.id = invoice_id;
-    Ok(invoice)
+    Ok(Billed {
+        invoice,
+        aggregated: draft.aggregated,
+    })
 }
 
 /// Parses a catalog decimal that validation has already checked.

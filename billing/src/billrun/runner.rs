@@ -1,1 +1,803 @@
-//! placeholder
+//! The bill run's I/O: which subscription periods are due, their inputs
+//! from the store, the ten stages, settling, reconciliation, the record.
+//!
+//! A run bills every period that ended at or before `as_of` and has no
+//! invoice yet, for each subscription, oldest first, so rollover and
+//! adjustments chain. Events count when stored at or before the run's
+//! cut-off; the catalog versions, subscription phases and discounts that
+//! count are those recorded by then, which is what lets a replay rebuild
+//! the same inputs later. Settling is idempotent (one invoice per
+//! subscription and period, enforced by the store), so running a period
+//! twice creates nothing; a subscription that fails a stage is recorded with
+//! the stage and the reason, and the run goes on. A failed period has no
+//! invoice, so the next run retries it.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+
+use aforo_crds::compile::CatalogSnapshot;
+use aforo_store::billing::{BillRunRecord, InvoiceQuery, NewInvoice, SettleOutcome};
+use aforo_store::enrichment::{EnrichmentState, TotalKey, TotalState};
+use aforo_store::{Store, StoreError, StoredEvent, Subscription};
+use chrono::{DateTime, Duration, Utc};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::{
+    Aggregated, DiscountTerm, Inputs, Invoice, LatePeriod, LineKind, Period, RoutingConfig,
+    TaxTable, UsageItem, bill_with_aggregates,
+};
+use crate::period::{period_start, step};
+use crate::resolve::{CatalogAt, TenantContext, resolve_priced};
+
+/// How a bill run is set up.
+#[derive(Clone, Debug)]
+pub struct BillRunConfig {
+    pub tax: Arc<TaxTable>,
+    pub routing: Arc<RoutingConfig>,
+    /// How far back closed periods are searched for late events. Events
+    /// older than the late-arrival gate's window cannot arrive at all.
+    pub late_window: Duration,
+    /// Customers whose events one read loads.
+    pub chunk: usize,
+}
+
+impl Default for BillRunConfig {
+    fn default() -> Self {
+        BillRunConfig {
+            tax: Arc::new(TaxTable::default()),
+            routing: Arc::new(RoutingConfig::default()),
+            late_window: Duration::days(100),
+            chunk: 256,
+        }
+    }
+}
+
+/// What to bill.
+#[derive(Clone, Debug)]
+pub struct RunRequest {
+    pub tenant: Uuid,
+    /// Periods ending at or before this instant are due.
+    pub as_of: DateTime<Utc>,
+    /// Events stored after this instant wait for a later invoice.
+    pub cutoff: DateTime<Utc>,
+    /// Only this subscription (a retry), or all.
+    pub subscription: Option<Uuid>,
+}
+
+/// A subscription period that could not be billed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailureRecord {
+    pub subscription: Uuid,
+    pub customer: String,
+    pub period_start: DateTime<Utc>,
+    /// A stage name, or LOAD when its inputs could not be built.
+    pub stage: String,
+    pub reason: String,
+}
+
+/// A difference between Aggregate and the RevenueEstimator's running total.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Difference {
+    pub subscription: Uuid,
+    pub period_start: DateTime<Utc>,
+    pub meter: String,
+    pub dimension: String,
+    pub plan_terms: String,
+    pub aggregated_quantity: Decimal,
+    pub estimated_quantity: Decimal,
+    pub aggregated_amount: Decimal,
+    pub estimated_amount: Decimal,
+}
+
+/// One invoice a run settled.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Settled {
+    pub invoice: Uuid,
+    pub number: String,
+    pub subscription: Uuid,
+    pub customer: String,
+    pub period_start: DateTime<Utc>,
+    pub total: Decimal,
+    pub currency: String,
+}
+
+/// What a run did.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunReport {
+    pub id: Uuid,
+    pub tenant: Uuid,
+    pub as_of: DateTime<Utc>,
+    pub cutoff: DateTime<Utc>,
+    pub invoiced: Vec<Settled>,
+    /// Periods that another run invoiced first.
+    pub already_invoiced: u64,
+    pub failures: Vec<FailureRecord>,
+    pub differences: Vec<Difference>,
+    pub events_read: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("stored invoice {0} cannot be read: {1}")]
+    Document(String, String),
+}
+
+/// A subscription as it was known at `cutoff`: phases recorded later are
+/// dropped, and a phase closed by a later change is open again.
+pub fn as_known_at(sub: &Subscription, cutoff: DateTime<Utc>) -> Option<Subscription> {
+    if sub.created_at > cutoff {
+        return None;
+    }
+    let mut known = sub.clone();
+    known.phases.retain(|p| p.recorded_at <= cutoff);
+    if known.phases.len() < sub.phases.len()
+        && let Some(last) = known.phases.last_mut()
+    {
+        last.ends_at = sub.ends_at;
+    }
+    (!known.phases.is_empty()).then_some(known)
+}
+
+/// The catalog versions applied by `cutoff`, newest first, parsed.
+pub async fn catalogs_at(
+    store: &dyn Store,
+    tenant: Uuid,
+    cutoff: DateTime<Utc>,
+) -> Result<Vec<Arc<CatalogAt>>, RunError> {
+    let mut out = Vec::new();
+    for v in store.catalog_versions(tenant).await?.into_iter().rev() {
+        if v.applied_at > cutoff {
+            continue;
+        }
+        let snapshot: CatalogSnapshot = serde_json::from_str(&v.snapshot)
+            .map_err(|e| StoreError::Corrupt(format!("catalog version {}: {e}", v.version)))?;
+        out.push(Arc::new(CatalogAt::new(
+            v.version,
+            v.effective_from,
+            snapshot,
+        )));
+    }
+    Ok(out)
+}
+
+/// Parses a stored invoice's document, with its number.
+pub fn parse_invoice(stored: &aforo_store::billing::StoredInvoice) -> Result<Invoice, RunError> {
+    let mut invoice: Invoice = serde_json::from_str(&stored.document)
+        .map_err(|e| RunError::Document(stored.number.clone(), e.to_string()))?;
+    invoice.number = stored.number.clone();
+    Ok(invoice)
+}
+
+/// The periods of a subscription that ended by `as_of`, oldest first, with
+/// the plan and catalog version in force at each start.
+fn periods(
+    sub: &Subscription,
+    ctx: &TenantContext,
+    as_of: DateTime<Utc>,
+) -> Result<Vec<(Period, String, Arc<CatalogAt>)>, String> {
+    let mut out = Vec::new();
+    let first_plan = sub.phases.first().map(|p| p.rate_plan.as_str());
+    let Some(first_plan) = first_plan else {
+        return Ok(out);
+    };
+    let catalog = ctx
+        .catalogs
+        .iter()
+        .find(|c| c.effective_from.is_none_or(|f| f <= sub.starts_at))
+        .ok_or("no catalog version was in force when the subscription started")?;
+    let plan = catalog.snapshot.rate_plans.get(first_plan).ok_or_else(|| {
+        format!(
+            "rate plan {first_plan:?} is not in catalog version {}",
+            catalog.version
+        )
+    })?;
+    let mut start = period_start(
+        plan.billing_period,
+        sub.starts_at,
+        sub.billing_anchor_day,
+        sub.starts_at,
+    );
+    loop {
+        if sub.ends_at.is_some_and(|e| e <= start) {
+            break;
+        }
+        let Some((period, plan_name, catalog)) = period_from(sub, ctx, start)? else {
+            break;
+        };
+        if period.end > as_of {
+            break;
+        }
+        start = period.end;
+        out.push((period, plan_name, catalog));
+    }
+    Ok(out)
+}
+
+/// The period starting at `start` and the plan (with its catalog version)
+/// in force at its start — or, for a subscription starting mid-period, at
+/// the subscription's start. `None` when no plan is in force then.
+pub fn period_from(
+    sub: &Subscription,
+    ctx: &TenantContext,
+    start: DateTime<Utc>,
+) -> Result<Option<(Period, String, Arc<CatalogAt>)>, String> {
+    let at = start.max(sub.starts_at);
+    let Some(plan_name) = sub.plan_at(at) else {
+        return Ok(None);
+    };
+    let catalog = ctx
+        .catalogs
+        .iter()
+        .find(|c| c.effective_from.is_none_or(|f| f <= at))
+        .ok_or_else(|| format!("no catalog version was in force at {at}"))?;
+    let plan = catalog.snapshot.rate_plans.get(plan_name).ok_or_else(|| {
+        format!(
+            "rate plan {plan_name:?} is not in catalog version {}",
+            catalog.version
+        )
+    })?;
+    let end = step(plan.billing_period, start, 1).ok_or("the period's end is out of range")?;
+    Ok(Some((
+        Period { start, end },
+        plan_name.to_owned(),
+        Arc::clone(catalog),
+    )))
+}
+
+/// Resolves events to usage items, grouped by (subscription, period start).
+pub fn usage_by_period(
+    events: &[StoredEvent],
+    ctx: &TenantContext,
+) -> HashMap<(Uuid, DateTime<Utc>), Vec<UsageItem>> {
+    let mut out: HashMap<(Uuid, DateTime<Utc>), Vec<UsageItem>> = HashMap::new();
+    for event in events {
+        let (state, priced) = resolve_priced(event, ctx);
+        if state != EnrichmentState::Enriched {
+            continue;
+        }
+        for (intent, function) in priced {
+            out.entry((intent.key.subscription, intent.key.period_start))
+                .or_default()
+                .push(UsageItem {
+                    event: event.stored_id,
+                    validation_hash: event.validation_hash.clone(),
+                    time: event.event.time,
+                    stored_at: event.received_at,
+                    intent,
+                    function,
+                });
+        }
+    }
+    out
+}
+
+/// What one subscription period needs besides its usage.
+struct Due {
+    sub: Subscription,
+    period: Period,
+    plan_name: String,
+    catalog: Arc<CatalogAt>,
+}
+
+/// Everything loaded once per run.
+pub struct RunContext {
+    pub ctx: TenantContext,
+    pub tax_regions: HashMap<String, Option<String>>,
+    /// Per subscription, its invoices oldest first.
+    pub invoices: HashMap<Uuid, Vec<Invoice>>,
+    pub discounts: HashMap<Uuid, Vec<DiscountTerm>>,
+}
+
+impl RunContext {
+    /// Loads what a run (or a replay) at `cutoff` reads.
+    pub async fn load(
+        store: &dyn Store,
+        tenant: Uuid,
+        cutoff: DateTime<Utc>,
+    ) -> Result<Self, RunError> {
+        let catalogs = catalogs_at(store, tenant, cutoff).await?;
+        let mut subscriptions: HashMap<String, Vec<Subscription>> = HashMap::new();
+        for sub in store.subscriptions(tenant, None).await? {
+            if let Some(known) = as_known_at(&sub, cutoff) {
+                subscriptions
+                    .entry(known.customer.clone())
+                    .or_default()
+                    .push(known);
+            }
+        }
+        let mut tax_regions = HashMap::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = store.list_customers(tenant, after.as_deref(), 1000).await?;
+            let Some(last) = page.last() else { break };
+            after = Some(last.external_id.clone());
+            for c in page {
+                tax_regions.insert(c.external_id, c.tax_region);
+            }
+        }
+        let mut invoices: HashMap<Uuid, Vec<Invoice>> = HashMap::new();
+        for stored in store.invoices(tenant, &InvoiceQuery::default()).await? {
+            // Invoices of later runs (a replay looks at the past).
+            if stored.cutoff > cutoff {
+                continue;
+            }
+            let invoice = parse_invoice(&stored)?;
+            invoices
+                .entry(invoice.subscription)
+                .or_default()
+                .push(invoice);
+        }
+        for list in invoices.values_mut() {
+            list.sort_by_key(|i| i.period.start);
+        }
+        let mut discounts: HashMap<Uuid, Vec<DiscountTerm>> = HashMap::new();
+        for d in store.subscription_discounts(tenant).await? {
+            if d.created_at > cutoff {
+                continue;
+            }
+            discounts
+                .entry(d.subscription)
+                .or_default()
+                .push(DiscountTerm {
+                    source: "subscription".into(),
+                    percent: d.percent,
+                    amount: d.amount,
+                    valid_from: d.valid_from,
+                    valid_until: d.valid_until,
+                });
+        }
+        Ok(RunContext {
+            ctx: TenantContext {
+                catalogs,
+                subscriptions,
+            },
+            tax_regions,
+            invoices,
+            discounts,
+        })
+    }
+
+    /// The inputs of one subscription period. `earlier` are the
+    /// subscription's invoices before it (the previous one gives rollover;
+    /// their periods may have late events in `usage`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn inputs(
+        &self,
+        tenant: Uuid,
+        sub: &Subscription,
+        period: Period,
+        plan_name: &str,
+        catalog: &CatalogAt,
+        cutoff: DateTime<Utc>,
+        earlier: &[Invoice],
+        usage: &mut HashMap<(Uuid, DateTime<Utc>), Vec<UsageItem>>,
+        config: &BillRunConfig,
+    ) -> Result<Inputs, String> {
+        let plan = catalog
+            .snapshot
+            .rate_plans
+            .get(plan_name)
+            .ok_or_else(|| {
+                format!(
+                    "rate plan {plan_name:?} is not in catalog version {}",
+                    catalog.version
+                )
+            })?
+            .clone();
+        let items = usage.remove(&(sub.id, period.start)).unwrap_or_default();
+        let mut late = Vec::new();
+        let closed: BTreeSet<Period> = earlier
+            .iter()
+            .flat_map(|i| i.lines.iter().map(|l| l.period).chain([i.period]))
+            .collect();
+        for p in closed {
+            // The last time the period was billed: the latest cut-off of an
+            // invoice carrying it.
+            let billed_until = earlier
+                .iter()
+                .filter(|i| i.period == p || i.lines.iter().any(|l| l.period == p))
+                .map(|i| i.cutoff)
+                .max();
+            let Some(billed_until) = billed_until else {
+                continue;
+            };
+            let Some(items) = usage.get(&(sub.id, p.start)) else {
+                continue;
+            };
+            let late_ids: BTreeSet<Uuid> = items
+                .iter()
+                .filter(|i| i.stored_at > billed_until)
+                .map(|i| i.event)
+                .collect();
+            if late_ids.is_empty() {
+                continue;
+            }
+            let billed = earlier
+                .iter()
+                .flat_map(|i| i.lines.iter())
+                .filter(|l| {
+                    l.period == p && matches!(l.kind, LineKind::Usage | LineKind::Adjustment)
+                })
+                .cloned()
+                .collect();
+            late.push(LatePeriod {
+                period: p,
+                items: items.clone(),
+                late: late_ids,
+                billed,
+            });
+        }
+        Ok(Inputs {
+            tenant,
+            subscription: sub.id,
+            customer: sub.customer.clone(),
+            tax_region: self.tax_regions.get(&sub.customer).cloned().flatten(),
+            period,
+            cutoff,
+            rate_plan: plan_name.to_owned(),
+            plan,
+            catalog_version: catalog.version,
+            usage: items,
+            late,
+            previous: earlier.last().cloned(),
+            subscription_discounts: self.discounts.get(&sub.id).cloned().unwrap_or_default(),
+            tax: Arc::clone(&config.tax),
+            routing: Arc::clone(&config.routing),
+        })
+    }
+}
+
+/// Compares Aggregate with the running totals of the same keys.
+fn reconcile(
+    sub: Uuid,
+    period: Period,
+    tenant: Uuid,
+    aggregated: &[Aggregated],
+    totals: &HashMap<TotalKey, TotalState>,
+    out: &mut Vec<Difference>,
+) {
+    let key = |a: &Aggregated| TotalKey {
+        tenant,
+        subscription: sub,
+        meter: a.key.meter.clone(),
+        dimension: a.key.dimension.clone(),
+        period_start: period.start,
+        plan_terms: a.key.plan_terms.clone(),
+    };
+    let mut seen = BTreeSet::new();
+    for a in aggregated {
+        let k = key(a);
+        let est = totals.get(&k).copied().unwrap_or_default();
+        seen.insert(k);
+        if est.quantity != a.quantity || est.price != a.estimate {
+            out.push(Difference {
+                subscription: sub,
+                period_start: period.start,
+                meter: a.key.meter.clone(),
+                dimension: a.key.dimension.clone(),
+                plan_terms: a.key.plan_terms.clone(),
+                aggregated_quantity: a.quantity,
+                estimated_quantity: est.quantity,
+                aggregated_amount: a.estimate,
+                estimated_amount: est.price,
+            });
+        }
+    }
+    for (k, est) in totals
+        .iter()
+        .filter(|(k, _)| k.subscription == sub && k.period_start == period.start)
+    {
+        if !seen.contains(k) && (!est.quantity.is_zero() || !est.price.is_zero()) {
+            out.push(Difference {
+                subscription: sub,
+                period_start: period.start,
+                meter: k.meter.clone(),
+                dimension: k.dimension.clone(),
+                plan_terms: k.plan_terms.clone(),
+                aggregated_quantity: Decimal::ZERO,
+                estimated_quantity: est.quantity,
+                aggregated_amount: Decimal::ZERO,
+                estimated_amount: est.price,
+            });
+        }
+    }
+}
+
+pub(crate) fn new_invoice(invoice: &Invoice, bill_run: Uuid) -> NewInvoice {
+    let document = invoice.document();
+    NewInvoice {
+        id: invoice.id,
+        subscription: invoice.subscription,
+        customer: invoice.customer.clone(),
+        period_start: invoice.period.start,
+        period_end: invoice.period.end,
+        cutoff: invoice.cutoff,
+        currency: invoice.currency.clone(),
+        total: invoice.total,
+        bill_run,
+        document_hash: Invoice::document_hash(&document),
+        document,
+        lineage: invoice
+            .lines
+            .iter()
+            .filter(|l| !l.events.is_empty())
+            .map(|l| (l.number, l.events.iter().map(|(id, _)| *id).collect()))
+            .collect(),
+        deliveries: invoice
+            .routes
+            .iter()
+            .filter(|r| !matches!(r, super::Route::Ledger))
+            .map(|r| serde_json::to_string(r).unwrap_or_default())
+            .collect(),
+    }
+}
+
+/// Runs a bill run and records it.
+pub async fn run(
+    store: &dyn Store,
+    config: &BillRunConfig,
+    request: &RunRequest,
+) -> Result<RunReport, RunError> {
+    let started_at = Utc::now();
+    let tenant = request.tenant;
+    let mut report = RunReport {
+        id: Uuid::now_v7(),
+        tenant,
+        as_of: request.as_of,
+        cutoff: request.cutoff,
+        ..Default::default()
+    };
+    let mut rc = RunContext::load(store, tenant, request.cutoff).await?;
+
+    // What is due, per customer.
+    let mut due: BTreeMap<String, Vec<Due>> = BTreeMap::new();
+    let mut all_subs: Vec<Subscription> =
+        rc.ctx.subscriptions.values().flatten().cloned().collect();
+    all_subs.sort_by_key(|s| s.id);
+    for sub in all_subs {
+        if request.subscription.is_some_and(|s| s != sub.id) {
+            continue;
+        }
+        let invoiced: BTreeSet<DateTime<Utc>> = rc
+            .invoices
+            .get(&sub.id)
+            .map(|l| l.iter().map(|i| i.period.start).collect())
+            .unwrap_or_default();
+        match periods(&sub, &rc.ctx, request.as_of) {
+            Ok(list) => {
+                for (period, plan_name, catalog) in list {
+                    if invoiced.contains(&period.start) {
+                        continue;
+                    }
+                    due.entry(sub.customer.clone()).or_default().push(Due {
+                        sub: sub.clone(),
+                        period,
+                        plan_name,
+                        catalog,
+                    });
+                }
+            }
+            Err(reason) => report.failures.push(FailureRecord {
+                subscription: sub.id,
+                customer: sub.customer.clone(),
+                period_start: sub.starts_at,
+                stage: "LOAD".into(),
+                reason,
+            }),
+        }
+    }
+    let Some(first) = due.values().flatten().map(|d| d.period.start).min() else {
+        return finish(store, report, started_at).await;
+    };
+    let last = due
+        .values()
+        .flatten()
+        .map(|d| d.period.start)
+        .max()
+        .unwrap_or(first);
+    let totals: HashMap<TotalKey, TotalState> = store
+        .running_totals_between(tenant, first, last)
+        .await?
+        .into_iter()
+        .collect();
+
+    let customers: Vec<String> = due.keys().cloned().collect();
+    for chunk in customers.chunks(config.chunk.max(1)) {
+        let from = chunk
+            .iter()
+            .flat_map(|c| due[c].iter().map(|d| d.period.start))
+            .min()
+            .unwrap_or(first);
+        let read_from = from - config.late_window;
+        let to = chunk
+            .iter()
+            .flat_map(|c| due[c].iter().map(|d| d.period.end))
+            .max()
+            .unwrap_or(from);
+        let events = store
+            .bill_events(tenant, chunk, read_from, to, request.cutoff)
+            .await?;
+        report.events_read += events.len() as u64;
+        let mut usage = usage_by_period(&events, &rc.ctx);
+        drop(events);
+        let mut batch: Vec<(Invoice, Vec<Aggregated>)> = Vec::new();
+        let mut failed: BTreeSet<Uuid> = BTreeSet::new();
+        for customer in chunk {
+            for d in &due[customer] {
+                // A subscription's later periods wait for a failed one.
+                if failed.contains(&d.sub.id) {
+                    continue;
+                }
+                let earlier: Vec<Invoice> = rc
+                    .invoices
+                    .get(&d.sub.id)
+                    .map(|l| {
+                        l.iter()
+                            .filter(|i| i.period.start < d.period.start)
+                            .cloned()
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let inputs = match rc.inputs(
+                    tenant,
+                    &d.sub,
+                    d.period,
+                    &d.plan_name,
+                    &d.catalog,
+                    request.cutoff,
+                    &earlier,
+                    &mut usage,
+                    config,
+                ) {
+                    Ok(inputs) => inputs,
+                    Err(reason) => {
+                        report.failures.push(FailureRecord {
+                            subscription: d.sub.id,
+                            customer: customer.clone(),
+                            period_start: d.period.start,
+                            stage: "LOAD".into(),
+                            reason,
+                        });
+                        failed.insert(d.sub.id);
+                        continue;
+                    }
+                };
+                match bill_with_aggregates(&inputs, Uuid::now_v7()) {
+                    Ok(billed) => {
+                        // Later periods of this run chain on this invoice.
+                        rc.invoices
+                            .entry(d.sub.id)
+                            .or_default()
+                            .push(billed.invoice.clone());
+                        batch.push((billed.invoice, billed.aggregated));
+                    }
+                    Err(failure) => {
+                        report.failures.push(FailureRecord {
+                            subscription: d.sub.id,
+                            customer: customer.clone(),
+                            period_start: d.period.start,
+                            stage: failure.stage.as_str().into(),
+                            reason: failure.reason,
+                        });
+                        failed.insert(d.sub.id);
+                    }
+                }
+            }
+        }
+        let new: Vec<NewInvoice> = batch
+            .iter()
+            .map(|(i, _)| new_invoice(i, report.id))
+            .collect();
+        let outcomes = store.settle_invoices(tenant, &new).await?;
+        for ((invoice, aggregated), outcome) in batch.into_iter().zip(outcomes) {
+            match outcome {
+                SettleOutcome::Settled { number } => {
+                    reconcile(
+                        invoice.subscription,
+                        invoice.period,
+                        tenant,
+                        &aggregated,
+                        &totals,
+                        &mut report.differences,
+                    );
+                    report.invoiced.push(Settled {
+                        invoice: invoice.id,
+                        number,
+                        subscription: invoice.subscription,
+                        customer: invoice.customer.clone(),
+                        period_start: invoice.period.start,
+                        total: invoice.total,
+                        currency: invoice.currency.clone(),
+                    });
+                }
+                SettleOutcome::AlreadyInvoiced { .. } => report.already_invoiced += 1,
+            }
+        }
+    }
+    finish(store, report, started_at).await
+}
+
+async fn finish(
+    store: &dyn Store,
+    report: RunReport,
+    started_at: DateTime<Utc>,
+) -> Result<RunReport, RunError> {
+    let record = BillRunRecord {
+        id: report.id,
+        tenant: report.tenant,
+        as_of: report.as_of,
+        cutoff: report.cutoff,
+        started_at,
+        finished_at: Utc::now(),
+        invoiced: report.invoiced.len() as i64,
+        failed: report.failures.len() as i64,
+        report: serde_json::to_string(&report).unwrap_or_default(),
+    };
+    store.record_bill_run(&record).await?;
+    for f in &report.failures {
+        tracing::warn!(
+            subscription = %f.subscription,
+            customer = %f.customer,
+            period = %f.period_start,
+            stage = %f.stage,
+            reason = %f.reason,
+            "a subscription failed its bill run"
+        );
+    }
+    if !report.differences.is_empty() {
+        tracing::warn!(
+            differences = report.differences.len(),
+            "the bill run's totals differ from the revenue estimates; see the run's report"
+        );
+    }
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aforo_store::SubscriptionPhase;
+    use chrono::TimeZone;
+
+    fn t(d: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 3, d, 0, 0, 0).unwrap()
+    }
+
+    #[test]
+    fn later_plan_changes_are_not_known_at_an_earlier_cutoff() {
+        let sub = Subscription {
+            id: Uuid::nil(),
+            customer: "acme".into(),
+            starts_at: t(1),
+            ends_at: None,
+            billing_anchor_day: None,
+            phases: vec![
+                SubscriptionPhase {
+                    starts_at: t(1),
+                    ends_at: Some(t(20)),
+                    rate_plan: "a".into(),
+                    recorded_at: t(1),
+                },
+                SubscriptionPhase {
+                    starts_at: t(20),
+                    ends_at: None,
+                    rate_plan: "b".into(),
+                    recorded_at: t(15),
+                },
+            ],
+            created_at: t(1),
+        };
+        let early = as_known_at(&sub, t(10)).unwrap();
+        assert_eq!(early.phases.len(), 1);
+        assert_eq!(early.phases[0].ends_at, None);
+        assert_eq!(as_known_at(&sub, t(16)).unwrap(), sub);
+        assert_eq!(
+            as_known_at(&sub, Utc.with_ymd_and_hms(2026, 2, 1, 0, 0, 0).unwrap()),
+            None
+        );
+    }
+}
