@@ -11,6 +11,7 @@ const PROTOS: &[&str] = &[
     "aforo/v1/catalog.proto",
     "aforo/v1/admin.proto",
     "aforo/v1/usage.proto",
+    "aforo/v1/invoice.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

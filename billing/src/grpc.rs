@@ -552,3 +552,241 @@ impl UsageService for UsageGrpc {
         }))
     }
 }
+
+/// `aforo.v1.InvoiceService`: bill runs, replays and invoices.
+pub struct InvoiceGrpc {
+    invoices: crate::invoices::InvoiceApi,
+    auth: Authenticator,
+}
+
+impl InvoiceGrpc {
+    pub fn new(invoices: crate::invoices::InvoiceApi, auth: Authenticator) -> Self {
+        InvoiceGrpc { invoices, auth }
+    }
+}
+
+fn invoice_status(e: crate::invoices::InvoiceError) -> Status {
+    use crate::invoices::InvoiceError;
+    match e {
+        InvoiceError::Invalid(m) => Status::invalid_argument(m),
+        InvoiceError::NotFound(m) => Status::not_found(m),
+        InvoiceError::Store(s) => store_status(s),
+        InvoiceError::Run(m) => Status::internal(m),
+    }
+}
+
+fn uuid_field(field: &str, value: String) -> Result<Option<uuid::Uuid>, Status> {
+    non_empty(value)
+        .map(|v| {
+            v.parse()
+                .map_err(|_| Status::invalid_argument(format!("{field} {v:?} is not an id")))
+        })
+        .transpose()
+}
+
+fn invoice_message(
+    stored: &aforo_store::billing::StoredInvoice,
+    parsed: &crate::billrun::Invoice,
+) -> pb::Invoice {
+    pb::Invoice {
+        id: stored.id.to_string(),
+        number: stored.number.clone(),
+        subscription: stored.subscription.to_string(),
+        customer: stored.customer.clone(),
+        currency: stored.currency.clone(),
+        period_start: Some(timestamp(&stored.period_start)),
+        period_end: Some(timestamp(&stored.period_end)),
+        cutoff: Some(timestamp(&stored.cutoff)),
+        subtotal: parsed.subtotal.to_string(),
+        discount: parsed.discount.to_string(),
+        tax: parsed.tax.to_string(),
+        total: parsed.total.to_string(),
+        lines: parsed
+            .lines
+            .iter()
+            .map(|l| pb::InvoiceLine {
+                number: l.number,
+                kind: l.kind.as_str().to_owned(),
+                description: l.description.clone(),
+                meter: l.key.as_ref().map(|k| k.meter.clone()).unwrap_or_default(),
+                dimension: l
+                    .key
+                    .as_ref()
+                    .map(|k| k.dimension.clone())
+                    .unwrap_or_default(),
+                period_start: Some(timestamp(&l.period.start)),
+                period_end: Some(timestamp(&l.period.end)),
+                quantity: l.quantity.to_string(),
+                included: l.included.to_string(),
+                amount_unrounded: l.amount_unrounded.to_string(),
+                amount: l.amount.to_string(),
+                event_count: l.event_count,
+                merkle_root: l.merkle_root.clone().unwrap_or_default(),
+                flags: l.flags.clone(),
+            })
+            .collect(),
+        document_hash: stored.document_hash.clone(),
+    }
+}
+
+#[tonic::async_trait]
+impl aforo_proto::v1::invoice_service_server::InvoiceService for InvoiceGrpc {
+    async fn run_bill(
+        &self,
+        request: Request<pb::RunBillRequest>,
+    ) -> Result<Response<pb::RunBillResponse>, Status> {
+        let tenant = tenant(&self.auth, &request).await?;
+        let r = request.into_inner();
+        let report = self
+            .invoices
+            .run(
+                tenant,
+                from_timestamp("as_of", r.as_of.as_ref())?,
+                from_timestamp("cutoff", r.cutoff.as_ref())?,
+                uuid_field("subscription", r.subscription)?,
+            )
+            .await
+            .map_err(invoice_status)?;
+        Ok(Response::new(pb::RunBillResponse {
+            id: report.id.to_string(),
+            invoiced: report
+                .invoiced
+                .iter()
+                .map(|s| pb::InvoicedPeriod {
+                    invoice: s.invoice.to_string(),
+                    number: s.number.clone(),
+                    subscription: s.subscription.to_string(),
+                    customer: s.customer.clone(),
+                    period_start: Some(timestamp(&s.period_start)),
+                    total: s.total.to_string(),
+                    currency: s.currency.clone(),
+                })
+                .collect(),
+            already_invoiced: report.already_invoiced,
+            failures: report
+                .failures
+                .iter()
+                .map(|f| pb::StageFailure {
+                    subscription: f.subscription.to_string(),
+                    customer: f.customer.clone(),
+                    period_start: Some(timestamp(&f.period_start)),
+                    stage: f.stage.clone(),
+                    reason: f.reason.clone(),
+                })
+                .collect(),
+            differences_json: serde_json::to_string(&report.differences).unwrap_or_default(),
+            events_read: report.events_read,
+        }))
+    }
+
+    async fn replay(
+        &self,
+        request: Request<pb::ReplayRequest>,
+    ) -> Result<Response<pb::ReplayResponse>, Status> {
+        let tenant = tenant(&self.auth, &request).await?;
+        let r = request.into_inner();
+        let period = from_timestamp("period_start", r.period_start.as_ref())?
+            .ok_or_else(|| Status::invalid_argument("period_start is required"))?;
+        let results = self
+            .invoices
+            .replay(tenant, period, uuid_field("subscription", r.subscription)?)
+            .await
+            .map_err(invoice_status)?;
+        Ok(Response::new(pb::ReplayResponse {
+            identical: results.iter().all(|r| r.identical),
+            invoices: results
+                .into_iter()
+                .map(|r| pb::ReplayedInvoice {
+                    number: r.number,
+                    subscription: r.subscription.to_string(),
+                    identical: r.identical,
+                    differences: r.differences,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn list_invoices(
+        &self,
+        request: Request<pb::ListInvoicesRequest>,
+    ) -> Result<Response<pb::ListInvoicesResponse>, Status> {
+        let tenant = tenant(&self.auth, &request).await?;
+        let r = request.into_inner();
+        let limit = if r.limit == 0 { 100 } else { r.limit.min(1000) };
+        let page = self
+            .invoices
+            .list(
+                tenant,
+                &aforo_store::billing::InvoiceQuery {
+                    customer: non_empty(r.customer),
+                    subscription: uuid_field("subscription", r.subscription)?,
+                    after: non_empty(r.after),
+                    limit,
+                },
+            )
+            .await
+            .map_err(invoice_status)?;
+        let mut invoices = Vec::with_capacity(page.len());
+        for stored in &page {
+            let parsed = crate::billrun::runner::parse_invoice(stored)
+                .map_err(|e| Status::internal(e.to_string()))?;
+            invoices.push(invoice_message(stored, &parsed));
+        }
+        let next_cursor = if page.len() as u32 >= limit {
+            page.last().map(|i| i.number.clone()).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(pb::ListInvoicesResponse {
+            invoices,
+            next_cursor,
+        }))
+    }
+
+    async fn get_invoice(
+        &self,
+        request: Request<pb::GetInvoiceRequest>,
+    ) -> Result<Response<pb::Invoice>, Status> {
+        let tenant = tenant(&self.auth, &request).await?;
+        let r = request.into_inner();
+        let (stored, parsed) = self
+            .invoices
+            .get(tenant, &r.invoice)
+            .await
+            .map_err(invoice_status)?;
+        Ok(Response::new(invoice_message(&stored, &parsed)))
+    }
+
+    async fn list_line_events(
+        &self,
+        request: Request<pb::ListLineEventsRequest>,
+    ) -> Result<Response<pb::ListLineEventsResponse>, Status> {
+        let tenant = tenant(&self.auth, &request).await?;
+        let r = request.into_inner();
+        let limit = if r.limit == 0 { 100 } else { r.limit as usize };
+        let page = self
+            .invoices
+            .line_events(tenant, &r.invoice, r.line, r.offset as usize, limit)
+            .await
+            .map_err(invoice_status)?;
+        Ok(Response::new(pb::ListLineEventsResponse {
+            total: page.total as u64,
+            next_offset: page.next_offset.unwrap_or(0) as u64,
+            events: page
+                .events
+                .into_iter()
+                .map(|e| pb::LineEvent {
+                    stored_id: e.stored_id.to_string(),
+                    id: e.id,
+                    source: e.source,
+                    tier: e.tier,
+                    r#type: e.event_type,
+                    time: Some(timestamp(&e.time)),
+                    validation_hash: e.validation_hash,
+                    quantity: e.quantity.map(|q| q.to_string()).unwrap_or_default(),
+                    revenue: e.revenue.map(|q| q.to_string()).unwrap_or_default(),
+                })
+                .collect(),
+        }))
+    }
+}

@@ -8,12 +8,13 @@
 //! come in through the admin API, the CLI and CSV import.
 //!
 //! [`pricing`] is the pure pricing math the RevenueEstimator and the bill run
-//! share. Bill runs, invoices and monitors join this crate next.
+//! share; [`billrun`] turns usage into invoices and [`invoices`] serves them.
 
 pub mod billrun;
 pub mod catalog;
 pub mod customers;
 pub mod grpc;
+pub mod invoices;
 pub mod period;
 pub mod pricing;
 pub mod resolve;

@@ -15,6 +15,15 @@
 //! | `GET /v1/revenue/hourly?customer=` | revenue and cost per hour over the last 24 hours |
 //! | `GET /v1/margin/cohorts?key=&from=&to=` | revenue, cost and margin by a customer metadata key |
 //! | `GET /v1/entitlements?customer=&meter=` | included, used and remaining this period |
+//! | `POST /v1/bill-runs` | `{"as_of"?, "cutoff"?, "subscription"?}`: bill the periods that ended |
+//! | `GET /v1/bill-runs` | recorded runs, latest first, with their reports |
+//! | `POST /v1/bill-runs/replay` | `{"period_start", "subscription"?}`: recompute and diff |
+//! | `GET /v1/invoices?customer=&subscription=&after=&limit=` | invoices by number |
+//! | `GET /v1/invoices/{id or number}` | one invoice: document, lines, totals, hash |
+//! | `GET /v1/invoices/{id}/lines/{n}/events?offset=&limit=` | the events behind a line |
+//! | `GET /v1/invoices/{id}/lines/{n}/attribution` | a line's usage by source and tier |
+//! | `GET /v1/invoices/{id}/audit?format=json\|csv` | the audit export |
+//! | `POST /v1/subscriptions/{id}/discounts` | `{"percent" or "amount", "valid_from"?, "valid_until"?}` |
 
 use std::sync::Arc;
 
@@ -35,6 +44,7 @@ use uuid::Uuid;
 
 use crate::catalog::{ApplyError, CatalogApi};
 use crate::customers::{self, AdminError, BusinessData};
+use crate::invoices::{InvoiceApi, InvoiceError};
 use crate::usage::UsageApi;
 
 #[derive(Clone)]
@@ -44,6 +54,7 @@ pub struct BillingState {
     pub usage: UsageApi,
     pub store: Arc<dyn Store>,
     pub auth: Authenticator,
+    pub invoices: InvoiceApi,
 }
 
 pub fn router(state: BillingState) -> Router {
@@ -65,6 +76,20 @@ pub fn router(state: BillingState) -> Router {
         .route("/v1/margin/cohorts", get(cohorts))
         .route("/v1/entitlements", get(entitlement))
         .route("/v1/events/{id}/revenue", get(event_revenue))
+        .route("/v1/bill-runs", get(bill_runs).post(run_bill))
+        .route("/v1/bill-runs/replay", post(replay_period))
+        .route("/v1/invoices", get(list_invoices))
+        .route("/v1/invoices/{invoice}", get(show_invoice))
+        .route(
+            "/v1/invoices/{invoice}/lines/{line}/events",
+            get(line_events),
+        )
+        .route(
+            "/v1/invoices/{invoice}/lines/{line}/attribution",
+            get(line_attribution),
+        )
+        .route("/v1/invoices/{invoice}/audit", get(audit_export))
+        .route("/v1/subscriptions/{id}/discounts", post(add_discount))
         .with_state(state)
 }
 
@@ -154,6 +179,22 @@ impl From<ApplyError> for ApiError {
                 Some(serde_json::to_value(&errors).unwrap_or_default()),
             ),
             ApplyError::Store(s) => s.into(),
+        }
+    }
+}
+
+impl From<InvoiceError> for ApiError {
+    fn from(e: InvoiceError) -> Self {
+        match e {
+            InvoiceError::Invalid(m) => invalid(m),
+            InvoiceError::NotFound(m) => ApiError(StatusCode::NOT_FOUND, "NOT_FOUND", m, None),
+            InvoiceError::Store(s) => s.into(),
+            InvoiceError::Run(m) => ApiError(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "BILL_RUN_FAILED",
+                m,
+                None,
+            ),
         }
     }
 }
@@ -674,5 +715,287 @@ async fn entitlement(
         "included": money(e.included),
         "used": money(e.used),
         "remaining": money(e.remaining),
+    })))
+}
+
+fn parse_time(field: &str, value: &Option<String>) -> Result<Option<DateTime<Utc>>, ApiError> {
+    value
+        .as_deref()
+        .map(|v| {
+            DateTime::parse_from_rfc3339(v)
+                .map(|t| t.with_timezone(&Utc))
+                .map_err(|_| invalid(format!("{field} {v:?} is not an RFC 3339 time")))
+        })
+        .transpose()
+}
+
+fn parse_uuid(field: &str, value: &Option<String>) -> Result<Option<Uuid>, ApiError> {
+    value
+        .as_deref()
+        .map(|v| {
+            v.parse()
+                .map_err(|_| invalid(format!("{field} {v:?} is not an id")))
+        })
+        .transpose()
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RunBody {
+    as_of: Option<String>,
+    cutoff: Option<String>,
+    subscription: Option<String>,
+}
+
+async fn run_bill(
+    State(state): State<BillingState>,
+    headers: HeaderMap,
+    body: Option<Json<RunBody>>,
+) -> Result<Json<Value>, ApiError> {
+    let tenant = tenant(&state, &headers).await?;
+    let body = body.map(|b| b.0).unwrap_or_default();
+    let report = state
+        .invoices
+        .run(
+            tenant.id,
+            parse_time("as_of", &body.as_of)?,
+            parse_time("cutoff", &body.cutoff)?,
+            parse_uuid("subscription", &body.subscription)?,
+        )
+        .await?;
+    Ok(Json(serde_json::to_value(&report).unwrap_or_default()))
+}
+
+async fn bill_runs(
+    State(state): State<BillingState>,
+    headers: HeaderMap,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let tenant = tenant(&state, &headers).await?;
+    let runs = state
+        .invoices
+        .runs(tenant.id, q.limit.unwrap_or(20))
+        .await?;
+    Ok(Json(json!({
+        "runs": runs.iter().map(|r| json!({
+            "id": r.id,
+            "as_of": time(&r.as_of),
+            "cutoff": time(&r.cutoff),
+            "started_at": time(&r.started_at),
+            "finished_at": time(&r.finished_at),
+            "invoiced": r.invoiced,
+            "failed": r.failed,
+            "report": serde_json::from_str::<Value>(&r.report).unwrap_or(Value::Null),
+        })).collect::<Vec<_>>(),
+    })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReplayBody {
+    period_start: String,
+    subscription: Option<String>,
+}
+
+async fn replay_period(
+    State(state): State<BillingState>,
+    headers: HeaderMap,
+    body: Json<ReplayBody>,
+) -> Result<Json<Value>, ApiError> {
+    let tenant = tenant(&state, &headers).await?;
+    let period = parse_time("period_start", &Some(body.period_start.clone()))?
+        .ok_or_else(|| invalid("period_start is required"))?;
+    let results = state
+        .invoices
+        .replay(
+            tenant.id,
+            period,
+            parse_uuid("subscription", &body.subscription)?,
+        )
+        .await?;
+    Ok(Json(json!({
+        "identical": results.iter().all(|r| r.identical),
+        "invoices": results,
+    })))
+}
+
+#[derive(Deserialize)]
+struct InvoiceListQuery {
+    customer: Option<String>,
+    subscription: Option<String>,
+    after: Option<String>,
+    limit: Option<u32>,
+}
+
+fn invoice_summary(i: &aforo_store::billing::StoredInvoice) -> Value {
+    json!({
+        "id": i.id,
+        "number": i.number,
+        "subscription": i.subscription,
+        "customer": i.customer,
+        "period_start": time(&i.period_start),
+        "period_end": time(&i.period_end),
+        "cutoff": time(&i.cutoff),
+        "currency": i.currency,
+        "total": money(i.total),
+        "settled_at": time(&i.settled_at),
+        "document_hash": i.document_hash,
+    })
+}
+
+async fn list_invoices(
+    State(state): State<BillingState>,
+    headers: HeaderMap,
+    Query(q): Query<InvoiceListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let tenant = tenant(&state, &headers).await?;
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let page = state
+        .invoices
+        .list(
+            tenant.id,
+            &aforo_store::billing::InvoiceQuery {
+                customer: q.customer,
+                subscription: parse_uuid("subscription", &q.subscription)?,
+                after: q.after,
+                limit,
+            },
+        )
+        .await?;
+    let next = (page.len() as u32 >= limit)
+        .then(|| page.last().map(|i| i.number.clone()))
+        .flatten();
+    Ok(Json(json!({
+        "invoices": page.iter().map(invoice_summary).collect::<Vec<_>>(),
+        "next_cursor": next,
+    })))
+}
+
+async fn show_invoice(
+    State(state): State<BillingState>,
+    headers: HeaderMap,
+    Path(invoice): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let tenant = tenant(&state, &headers).await?;
+    let (stored, parsed) = state.invoices.get(tenant.id, &invoice).await?;
+    let mut out = invoice_summary(&stored);
+    let doc = serde_json::to_value(&parsed).unwrap_or_default();
+    for field in [
+        "lines",
+        "subtotal",
+        "discount",
+        "tax",
+        "flags",
+        "quotas",
+        "rollover",
+        "routes",
+        "rate_plan",
+        "catalog_version",
+    ] {
+        out[field] = doc[field].clone();
+    }
+    out["document"] = Value::String(stored.document);
+    Ok(Json(out))
+}
+
+#[derive(Deserialize)]
+struct PageQuery {
+    offset: Option<usize>,
+    limit: Option<usize>,
+}
+
+async fn line_events(
+    State(state): State<BillingState>,
+    headers: HeaderMap,
+    Path((invoice, line)): Path<(String, u32)>,
+    Query(q): Query<PageQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let tenant = tenant(&state, &headers).await?;
+    let page = state
+        .invoices
+        .line_events(
+            tenant.id,
+            &invoice,
+            line,
+            q.offset.unwrap_or(0),
+            q.limit.unwrap_or(100),
+        )
+        .await?;
+    Ok(Json(serde_json::to_value(&page).unwrap_or_default()))
+}
+
+async fn line_attribution(
+    State(state): State<BillingState>,
+    headers: HeaderMap,
+    Path((invoice, line)): Path<(String, u32)>,
+) -> Result<Json<Value>, ApiError> {
+    let tenant = tenant(&state, &headers).await?;
+    let groups = state
+        .invoices
+        .attribution(tenant.id, &invoice, line)
+        .await?;
+    Ok(Json(json!({ "attribution": groups })))
+}
+
+#[derive(Deserialize)]
+struct AuditQuery {
+    format: Option<String>,
+}
+
+async fn audit_export(
+    State(state): State<BillingState>,
+    headers: HeaderMap,
+    Path(invoice): Path<String>,
+    Query(q): Query<AuditQuery>,
+) -> Result<Response, ApiError> {
+    let tenant = tenant(&state, &headers).await?;
+    let export = state.invoices.audit(&tenant, &invoice).await?;
+    match q.format.as_deref().unwrap_or("json") {
+        "json" => Ok(Json(serde_json::to_value(&export).unwrap_or_default()).into_response()),
+        "csv" => {
+            let body = crate::billrun::audit::to_csv(&export).map_err(|e| {
+                ApiError(StatusCode::INTERNAL_SERVER_ERROR, "EXPORT_FAILED", e, None)
+            })?;
+            Ok(([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], body).into_response())
+        }
+        other => Err(invalid(format!("format {other:?} is not json or csv"))),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DiscountBody {
+    percent: Option<rust_decimal::Decimal>,
+    amount: Option<rust_decimal::Decimal>,
+    valid_from: Option<String>,
+    valid_until: Option<String>,
+}
+
+async fn add_discount(
+    State(state): State<BillingState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Json<DiscountBody>,
+) -> Result<Json<Value>, ApiError> {
+    let tenant = tenant(&state, &headers).await?;
+    let sub = parse_uuid("subscription", &Some(id))?.ok_or_else(|| invalid("no subscription"))?;
+    let d = state
+        .invoices
+        .add_discount(
+            tenant.id,
+            sub,
+            body.percent,
+            body.amount,
+            parse_time("valid_from", &body.valid_from)?,
+            parse_time("valid_until", &body.valid_until)?,
+        )
+        .await?;
+    Ok(Json(json!({
+        "id": d.id,
+        "subscription": d.subscription,
+        "percent": d.percent.map(money),
+        "amount": d.amount.map(money),
+        "valid_from": d.valid_from.as_ref().map(time),
+        "valid_until": d.valid_until.as_ref().map(time),
     })))
 }

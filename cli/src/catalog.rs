@@ -110,6 +110,22 @@ pub enum SubscriptionsCommand {
         #[command(flatten)]
         server: Server,
     },
+    /// Grant a subscription a discount: a percentage or a fixed amount per period.
+    Discount {
+        id: String,
+        #[arg(long, conflicts_with = "amount", required_unless_present = "amount")]
+        percent: Option<String>,
+        #[arg(long)]
+        amount: Option<String>,
+        /// RFC 3339; applies to periods starting at or after it.
+        #[arg(long)]
+        valid_from: Option<String>,
+        /// RFC 3339; applies to periods starting before it.
+        #[arg(long)]
+        valid_until: Option<String>,
+        #[command(flatten)]
+        server: Server,
+    },
 }
 
 /// Every manifest file under `path`, in a stable order.
@@ -372,6 +388,20 @@ pub async fn subscriptions(command: SubscriptionsCommand) -> anyhow::Result<Exit
             let body = json!({"rate_plan": plan, "effective_at": at});
             Client::new(&server)?
                 .post(&format!("/v1/subscriptions/{id}/plan"), &body)
+                .await?
+        }
+        SubscriptionsCommand::Discount {
+            id,
+            percent,
+            amount,
+            valid_from,
+            valid_until,
+            server,
+        } => {
+            let body = json!({"percent": percent, "amount": amount,
+                              "valid_from": valid_from, "valid_until": valid_until});
+            Client::new(&server)?
+                .post(&format!("/v1/subscriptions/{id}/discounts"), &body)
                 .await?
         }
     };

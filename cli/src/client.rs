@@ -102,6 +102,28 @@ impl Client {
             .await
     }
 
+    /// A GET whose answer is not JSON (a CSV export).
+    pub async fn get_bytes(&self, path: &str, query: &[(&str, String)]) -> anyhow::Result<Vec<u8>> {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .query(query)
+            .bearer_auth(&self.key)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach aforo at {}", self.base))?;
+        let status = response.status();
+        let bytes = response.bytes().await?.to_vec();
+        if !status.is_success() {
+            let body: Value = serde_json::from_slice(&bytes).unwrap_or_default();
+            bail!(
+                "{status}: {}",
+                body["error"]["message"].as_str().unwrap_or("unknown error")
+            );
+        }
+        Ok(bytes)
+    }
+
     pub async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
         self.send(self.http.post(format!("{}{path}", self.base)).json(body))
             .await

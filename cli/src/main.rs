@@ -5,6 +5,7 @@
 //! talks to a running server like any client would.
 
 mod admin;
+mod billing;
 mod catalog;
 mod client;
 mod events;
@@ -59,6 +60,15 @@ enum Command {
     /// Create, list and change subscriptions.
     #[command(subcommand)]
     Subscriptions(catalog::SubscriptionsCommand),
+    /// Run bill runs and replay closed periods.
+    #[command(subcommand)]
+    Bill(billing::BillCommand),
+    /// List and show invoices, the events behind their lines.
+    #[command(subcommand)]
+    Invoices(billing::InvoicesCommand),
+    /// Export an invoice's audit trail, and verify one.
+    #[command(subcommand)]
+    Audit(billing::AuditCommand),
 }
 
 fn main() -> std::process::ExitCode {
@@ -93,6 +103,9 @@ fn main() -> std::process::ExitCode {
             Command::Catalog(cmd) => catalog::catalog(cmd).await,
             Command::Customers(cmd) => catalog::customers(cmd).await,
             Command::Subscriptions(cmd) => catalog::subscriptions(cmd).await,
+            Command::Bill(cmd) => billing::bill(cmd).await,
+            Command::Invoices(cmd) => billing::invoices(cmd).await,
+            Command::Audit(cmd) => billing::audit(cmd).await,
         }
     });
     match result {

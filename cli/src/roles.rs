@@ -8,13 +8,15 @@ use std::time::Duration;
 
 use aforo_billing::catalog::CatalogApi;
 use aforo_billing::customers::BusinessData;
-use aforo_billing::grpc::{CatalogGrpc, CustomerGrpc, UsageGrpc};
+use aforo_billing::grpc::{CatalogGrpc, CustomerGrpc, InvoiceGrpc, UsageGrpc};
+use aforo_billing::invoices::InvoiceApi;
 use aforo_billing::rest::BillingState;
 use aforo_billing::usage::UsageApi;
 use aforo_ingest::enrich::Enricher;
 use aforo_ingest::{IngestConfig, IngestServer, clock::SystemClock};
 use aforo_proto::v1::catalog_service_server::CatalogServiceServer;
 use aforo_proto::v1::customer_service_server::CustomerServiceServer;
+use aforo_proto::v1::invoice_service_server::InvoiceServiceServer;
 use aforo_proto::v1::usage_service_server::UsageServiceServer;
 use aforo_store::Store;
 use aforo_store::auth::Authenticator;
@@ -84,6 +86,8 @@ pub struct StandaloneArgs {
     redis_url: Option<String>,
     #[command(flatten)]
     ingest: IngestConfig,
+    #[command(flatten)]
+    billing: crate::billing::BillingArgs,
 }
 
 #[derive(Args, Debug)]
@@ -292,6 +296,11 @@ pub async fn standalone(args: StandaloneArgs) -> anyhow::Result<ExitCode> {
     }
     let auth = Authenticator::new(store.clone());
     let backend = store.backend();
+    let invoices = InvoiceApi::new(
+        store.clone(),
+        args.billing.config()?,
+        chrono::Duration::seconds(args.billing.bill_settle_delay_secs as i64),
+    );
     let business = BusinessData::new(store.clone(), catalog.clone(), context.clone());
     let billing_http = aforo_billing::rest::router(BillingState {
         catalog: catalog.clone(),
@@ -299,6 +308,7 @@ pub async fn standalone(args: StandaloneArgs) -> anyhow::Result<ExitCode> {
         usage: UsageApi::new(store.clone(), context.clone()),
         store: store.clone(),
         auth: auth.clone(),
+        invoices: invoices.clone(),
     });
     let billing_grpc = Routes::new(CatalogServiceServer::new(CatalogGrpc::new(
         catalog,
@@ -311,6 +321,10 @@ pub async fn standalone(args: StandaloneArgs) -> anyhow::Result<ExitCode> {
     .add_service(UsageServiceServer::new(UsageGrpc::new(
         UsageApi::new(store.clone(), context.clone()),
         store.clone(),
+        auth.clone(),
+    )))
+    .add_service(InvoiceServiceServer::new(InvoiceGrpc::new(
+        invoices.clone(),
         auth,
     )));
     let enrich_store = store.clone();
@@ -321,6 +335,12 @@ pub async fn standalone(args: StandaloneArgs) -> anyhow::Result<ExitCode> {
         server.metrics().watch_context_cache(context.clone());
     }
     let (stop, stopped) = watch::channel(false);
+    if args.billing.bill_every_secs > 0 {
+        tokio::spawn(invoices.schedule(
+            Duration::from_secs(args.billing.bill_every_secs),
+            stopped.clone(),
+        ));
+    }
     if args.enrichers > 0 {
         for _ in 0..args.enrichers {
             tokio::spawn(

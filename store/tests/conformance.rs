@@ -8,6 +8,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use aforo_crds::{EventFlag, EventFlags, GateResults, RejectReason, SourceEvent, Tier};
+use aforo_store::billing::{
+    BillRunRecord, InvoiceQuery, NewInvoice, SettleOutcome, SubscriptionDiscount,
+};
 use aforo_store::{
     CommitBatch, CommitOutcome, CustomerInput, EventQuery, NewCatalogVersion, NewEvent,
     NewRejection, PgStore, RejectionQuery, SqliteStore, Store, StoreError, SubscriptionInput,
@@ -20,16 +23,18 @@ use uuid::Uuid;
 /// A store under test and what keeps it alive.
 struct Fixture {
     store: Arc<dyn Store>,
+    /// Where the database is, for tests that go around the store.
+    url: String,
     _dir: Option<tempfile::TempDir>,
 }
 
 async fn sqlite() -> Fixture {
     let dir = tempfile::tempdir().expect("temporary directory");
-    let store = SqliteStore::open(dir.path().join("aforo.db"))
-        .await
-        .expect("open sqlite");
+    let path = dir.path().join("aforo.db");
+    let store = SqliteStore::open(&path).await.expect("open sqlite");
     Fixture {
         store: Arc::new(store),
+        url: format!("sqlite://{}", path.display()),
         _dir: Some(dir),
     }
 }
@@ -52,11 +57,11 @@ async fn postgres_url() -> String {
 }
 
 async fn postgres() -> Fixture {
-    let store = PgStore::connect(&postgres_url().await)
-        .await
-        .expect("connect");
+    let url = postgres_url().await;
+    let store = PgStore::connect(&url).await.expect("connect");
     Fixture {
         store: Arc::new(store),
+        url,
         _dir: None,
     }
 }
@@ -158,6 +163,10 @@ conformance!(
     identical_catalog_content_is_the_same_version,
     customers_are_upserted_by_external_id,
     a_plan_change_opens_a_phase_and_never_rewrites_the_past,
+    invoices_are_numbered_without_gaps_once_per_period,
+    settled_invoices_cannot_be_changed,
+    deliveries_are_retried_until_made,
+    discounts_and_bill_runs_are_recorded,
 );
 
 fn catalog(hash: &str, effective: i64) -> NewCatalogVersion {
@@ -963,4 +972,245 @@ mod enrichment {
         );
         drop(held);
     }
+}
+
+async fn subscribed(f: &Fixture) -> (aforo_store::Tenant, aforo_store::Subscription) {
+    let t = f.store.create_tenant("acme").await.unwrap();
+    f.store
+        .upsert_customer(
+            t.id,
+            &CustomerInput {
+                external_id: "cus_1".into(),
+                name: "Initech".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let sub = f
+        .store
+        .create_subscription(
+            t.id,
+            &SubscriptionInput {
+                customer: "cus_1".into(),
+                rate_plan: "pro".into(),
+                starts_at: t0(),
+                ends_at: None,
+                billing_anchor_day: None,
+            },
+        )
+        .await
+        .unwrap();
+    (t, sub)
+}
+
+fn invoice(sub: Uuid, month: u32, events: Vec<Uuid>) -> NewInvoice {
+    let start = Utc.with_ymd_and_hms(2026, month, 1, 0, 0, 0).unwrap();
+    let document = format!("{{\"period\":\"{month}\"}}");
+    NewInvoice {
+        id: Uuid::now_v7(),
+        subscription: sub,
+        customer: "cus_1".into(),
+        period_start: start,
+        period_end: start + Duration::days(28),
+        cutoff: start + Duration::days(29),
+        currency: "EUR".into(),
+        total: rust_decimal::Decimal::new(12345, 2),
+        bill_run: Uuid::now_v7(),
+        document_hash: format!("hash-{month}"),
+        document,
+        lineage: vec![(1, events)],
+        deliveries: vec![r#"{"type":"WEBHOOK","url":"http://127.0.0.1:9/hook"}"#.into()],
+    }
+}
+
+async fn invoices_are_numbered_without_gaps_once_per_period(f: Fixture) {
+    let (t, sub) = subscribed(&f).await;
+    let events = vec![Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7()];
+    let first = invoice(sub.id, 1, events.clone());
+    let outcomes = f
+        .store
+        .settle_invoices(t.id, &[first.clone(), invoice(sub.id, 2, vec![])])
+        .await
+        .unwrap();
+    assert_eq!(
+        outcomes,
+        vec![
+            SettleOutcome::Settled {
+                number: "INV-000001".into()
+            },
+            SettleOutcome::Settled {
+                number: "INV-000002".into()
+            },
+        ]
+    );
+    // The same period again, beside a new one: nothing is written twice and
+    // the new one takes the next number.
+    let again = f
+        .store
+        .settle_invoices(
+            t.id,
+            &[invoice(sub.id, 1, vec![]), invoice(sub.id, 3, vec![])],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        again,
+        vec![
+            SettleOutcome::AlreadyInvoiced {
+                number: "INV-000001".into()
+            },
+            SettleOutcome::Settled {
+                number: "INV-000003".into()
+            },
+        ]
+    );
+    let stored = f.store.invoice(t.id, "INV-000001").await.unwrap().unwrap();
+    assert_eq!(stored.id, first.id);
+    assert_eq!(stored.document, first.document);
+    assert_eq!(stored.total, first.total);
+    assert_eq!(
+        f.store.invoice(t.id, &first.id.to_string()).await.unwrap(),
+        Some(stored.clone())
+    );
+    assert_eq!(
+        f.store.line_events(t.id, first.id, 1).await.unwrap(),
+        Some(events)
+    );
+    assert_eq!(f.store.line_events(t.id, first.id, 2).await.unwrap(), None);
+    let other = f.store.create_tenant("other").await.unwrap();
+    assert_eq!(f.store.invoice(other.id, "INV-000001").await.unwrap(), None);
+    assert_eq!(
+        f.store.line_events(other.id, first.id, 1).await.unwrap(),
+        None
+    );
+    let all = f
+        .store
+        .invoices(t.id, &InvoiceQuery::default())
+        .await
+        .unwrap();
+    let numbers: Vec<_> = all.iter().map(|i| i.number.as_str()).collect();
+    assert_eq!(numbers, vec!["INV-000001", "INV-000002", "INV-000003"]);
+    let page = f
+        .store
+        .invoices(
+            t.id,
+            &InvoiceQuery {
+                after: Some("INV-000001".into()),
+                limit: 1,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(page.len(), 1);
+    assert_eq!(page[0].number, "INV-000002");
+}
+
+async fn settled_invoices_cannot_be_changed(f: Fixture) {
+    let (t, sub) = subscribed(&f).await;
+    let inv = invoice(sub.id, 1, vec![Uuid::now_v7()]);
+    f.store.settle_invoices(t.id, &[inv.clone()]).await.unwrap();
+    let statements = [
+        "UPDATE invoices SET total = 0",
+        "DELETE FROM invoices",
+        "UPDATE bill_run_event_index SET event_count = 0",
+        "DELETE FROM bill_run_event_index",
+    ];
+    for sql in statements {
+        let err = if f.store.backend() == "postgres" {
+            let mut conn = sqlx::PgConnection::connect(&f.url).await.unwrap();
+            sqlx::raw_sql(sql).execute(&mut conn).await.unwrap_err()
+        } else {
+            let mut conn = sqlx::SqliteConnection::connect(&f.url).await.unwrap();
+            sqlx::raw_sql(sql).execute(&mut conn).await.unwrap_err()
+        };
+        assert!(err.to_string().contains("immutable"), "{sql}: {err}");
+    }
+    let stored = f.store.invoice(t.id, "INV-000001").await.unwrap().unwrap();
+    assert_eq!(stored.document, inv.document);
+    assert_eq!(stored.total, inv.total);
+}
+
+async fn deliveries_are_retried_until_made(f: Fixture) {
+    let (t, sub) = subscribed(&f).await;
+    let inv = invoice(sub.id, 1, vec![]);
+    f.store.settle_invoices(t.id, &[inv.clone()]).await.unwrap();
+    let now = Utc::now() + Duration::seconds(1);
+    let due = f.store.due_deliveries(now, 10).await.unwrap();
+    assert_eq!(due.len(), 1);
+    assert_eq!(
+        (due[0].invoice, due[0].tenant, due[0].attempts),
+        (inv.id, t.id, 0)
+    );
+    assert!(due[0].route.contains("WEBHOOK"));
+    f.store
+        .finish_delivery(
+            due[0].id,
+            now,
+            Some("connection refused"),
+            now + Duration::seconds(10),
+        )
+        .await
+        .unwrap();
+    assert!(f.store.due_deliveries(now, 10).await.unwrap().is_empty());
+    let later = now + Duration::seconds(11);
+    let retry = f.store.due_deliveries(later, 10).await.unwrap();
+    assert_eq!(retry[0].attempts, 1);
+    f.store
+        .finish_delivery(retry[0].id, later, None, later)
+        .await
+        .unwrap();
+    assert!(
+        f.store
+            .due_deliveries(later + Duration::days(1), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+async fn discounts_and_bill_runs_are_recorded(f: Fixture) {
+    let (t, sub) = subscribed(&f).await;
+    let discount = SubscriptionDiscount {
+        id: Uuid::now_v7(),
+        subscription: sub.id,
+        percent: Some(rust_decimal::Decimal::new(125, 1)),
+        amount: None,
+        valid_from: Some(t0()),
+        valid_until: None,
+        created_at: t0(),
+    };
+    f.store
+        .add_subscription_discount(t.id, &discount)
+        .await
+        .unwrap();
+    let unknown = SubscriptionDiscount {
+        subscription: Uuid::now_v7(),
+        id: Uuid::now_v7(),
+        ..discount.clone()
+    };
+    let err = f
+        .store
+        .add_subscription_discount(t.id, &unknown)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::NotFound(_)), "{err:?}");
+    assert_eq!(
+        f.store.subscription_discounts(t.id).await.unwrap(),
+        vec![discount]
+    );
+    let run = BillRunRecord {
+        id: Uuid::now_v7(),
+        tenant: t.id,
+        as_of: t0(),
+        cutoff: t0(),
+        started_at: t0(),
+        finished_at: t0() + Duration::seconds(3),
+        invoiced: 2,
+        failed: 1,
+        report: "{\"failures\":[]}".into(),
+    };
+    f.store.record_bill_run(&run).await.unwrap();
+    assert_eq!(f.store.bill_runs(t.id, 10).await.unwrap(), vec![run]);
 }

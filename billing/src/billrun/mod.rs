@@ -446,3 +446,5 @@ pub(crate) fn decimal(field: &str, value: &str) -> Result<Decimal, String> {
 
 #[cfg(test)]
 pub(crate) mod fixtures;
+#[cfg(test)]
+mod worked_examples;

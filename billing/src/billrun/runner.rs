@@ -726,6 +726,11 @@ async fn finish(
     report: RunReport,
     started_at: DateTime<Utc>,
 ) -> Result<RunReport, RunError> {
+    // A run that found nothing due is not worth a record (the scheduler
+    // runs often).
+    if report.invoiced.is_empty() && report.failures.is_empty() && report.already_invoiced == 0 {
+        return Ok(report);
+    }
     let record = BillRunRecord {
         id: report.id,
         tenant: report.tenant,

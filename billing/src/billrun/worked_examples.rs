@@ -1,0 +1,1 @@
+//! Worked pricing examples from public pricing documentation (being written).
