@@ -56,9 +56,12 @@ impl BillingArgs {
                 let text = std::fs::read_to_string(path).with_context(|| {
                     format!("cannot read the tax configuration {}", path.display())
                 })?;
-                TaxTable::parse(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+                Some(Arc::new(
+                    TaxTable::parse(&text)
+                        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?,
+                ))
             }
-            None => TaxTable::default(),
+            None => None,
         };
         if let Some(url) = &self.invoice_webhook_url {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
@@ -78,7 +81,7 @@ impl BillingArgs {
             }
         }
         Ok(BillRunConfig {
-            tax: Arc::new(tax),
+            tax,
             routing: Arc::new(RoutingConfig {
                 webhook_url: self.invoice_webhook_url.clone(),
                 webhook_secret: self.invoice_webhook_secret.clone(),

@@ -1110,7 +1110,10 @@ async fn invoices_are_numbered_without_gaps_once_per_period(f: Fixture) {
 async fn settled_invoices_cannot_be_changed(f: Fixture) {
     let (t, sub) = subscribed(&f).await;
     let inv = invoice(sub.id, 1, vec![Uuid::now_v7()]);
-    f.store.settle_invoices(t.id, &[inv.clone()]).await.unwrap();
+    f.store
+        .settle_invoices(t.id, std::slice::from_ref(&inv))
+        .await
+        .unwrap();
     let statements = [
         "UPDATE invoices SET total = 0",
         "DELETE FROM invoices",
@@ -1135,7 +1138,10 @@ async fn settled_invoices_cannot_be_changed(f: Fixture) {
 async fn deliveries_are_retried_until_made(f: Fixture) {
     let (t, sub) = subscribed(&f).await;
     let inv = invoice(sub.id, 1, vec![]);
-    f.store.settle_invoices(t.id, &[inv.clone()]).await.unwrap();
+    f.store
+        .settle_invoices(t.id, std::slice::from_ref(&inv))
+        .await
+        .unwrap();
     let now = Utc::now() + Duration::seconds(1);
     let due = f.store.due_deliveries(now, 10).await.unwrap();
     assert_eq!(due.len(), 1);

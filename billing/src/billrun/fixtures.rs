@@ -166,7 +166,7 @@ pub fn inputs_with(plan: RatePlanSpec, items: Vec<UsageItem>) -> Inputs {
         late: vec![],
         previous: None,
         subscription_discounts: vec![],
-        tax: Arc::new(TaxTable::default()),
+        tax: None,
         routing: Arc::new(RoutingConfig::default()),
     }
 }

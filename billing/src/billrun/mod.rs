@@ -142,7 +142,9 @@ pub struct Inputs {
     /// The subscription's previous invoice (for rolled-over units).
     pub previous: Option<Invoice>,
     pub subscription_discounts: Vec<DiscountTerm>,
-    pub tax: Arc<TaxTable>,
+    /// `None` when no tax configuration was given: taxed plans are then
+    /// invoiced without tax and flagged UNTAXED.
+    pub tax: Option<Arc<TaxTable>>,
     pub routing: Arc<RoutingConfig>,
 }
 
@@ -341,6 +343,8 @@ pub struct Draft {
     pub rollover_out: BTreeMap<String, Vec<RolloverBucket>>,
     pub lines: Vec<Line>,
     pub routes: Vec<Route>,
+    /// Invoice-level flags (line flags are collected too).
+    pub flags: Vec<String>,
     pub invoice: Option<Invoice>,
 }
 
@@ -353,6 +357,7 @@ impl Draft {
             rollover_out: BTreeMap::new(),
             lines: Vec::new(),
             routes: Vec::new(),
+            flags: Vec::new(),
             invoice: None,
         }
     }

@@ -117,9 +117,16 @@ pub fn diff(stored: &Invoice, replayed: &Invoice) -> Vec<String> {
         line_diff(a, b, &mut out);
     }
     if out.is_empty() && stored.document() != replayed.document() {
-        out.push(
-            "the documents differ outside the lines and totals (quotas, rollover or flags)".into(),
-        );
+        let a = serde_json::to_value(stored).unwrap_or_default();
+        let b = serde_json::to_value(replayed).unwrap_or_default();
+        let fields: Vec<String> = a
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(k, v)| b.get(k.as_str()) != Some(*v))
+            .map(|(k, _)| k.clone())
+            .collect();
+        out.push(format!("the documents differ in {}", fields.join(", ")));
     }
     out
 }
@@ -144,10 +151,10 @@ pub async fn replay(
             continue;
         }
         let original = parse_invoice(&stored)?;
-        if let std::collections::hash_map::Entry::Vacant(slot) = contexts.entry(stored.cutoff) {
-            slot.insert(RunContext::load(store, tenant, stored.cutoff).await?);
+        if let std::collections::hash_map::Entry::Vacant(slot) = contexts.entry(original.cutoff) {
+            slot.insert(RunContext::load(store, tenant, original.cutoff).await?);
         }
-        let rc = &contexts[&stored.cutoff];
+        let rc = &contexts[&original.cutoff];
         let mut differences = Vec::new();
         let sub = rc
             .ctx
@@ -165,7 +172,7 @@ pub async fn replay(
                         std::slice::from_ref(&original.customer),
                         period.start - config.late_window,
                         period.end,
-                        stored.cutoff,
+                        original.cutoff,
                     )
                     .await?;
                 let mut usage = usage_by_period(&events, &rc.ctx);
@@ -185,7 +192,7 @@ pub async fn replay(
                     period,
                     &plan_name,
                     &catalog,
-                    stored.cutoff,
+                    original.cutoff,
                     &earlier,
                     &mut usage,
                     config,

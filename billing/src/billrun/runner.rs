@@ -34,7 +34,8 @@ use crate::resolve::{CatalogAt, TenantContext, resolve_priced};
 /// How a bill run is set up.
 #[derive(Clone, Debug)]
 pub struct BillRunConfig {
-    pub tax: Arc<TaxTable>,
+    /// `None`: no tax configuration (taxed plans are flagged UNTAXED).
+    pub tax: Option<Arc<TaxTable>>,
     pub routing: Arc<RoutingConfig>,
     /// How far back closed periods are searched for late events. Events
     /// older than the late-arrival gate's window cannot arrive at all.
@@ -46,7 +47,7 @@ pub struct BillRunConfig {
 impl Default for BillRunConfig {
     fn default() -> Self {
         BillRunConfig {
-            tax: Arc::new(TaxTable::default()),
+            tax: None,
             routing: Arc::new(RoutingConfig::default()),
             late_window: Duration::days(100),
             chunk: 256,
@@ -124,6 +125,10 @@ pub enum RunError {
     Store(#[from] StoreError),
     #[error("stored invoice {0} cannot be read: {1}")]
     Document(String, String),
+}
+
+fn micros(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t)
 }
 
 /// A subscription as it was known at `cutoff`: phases recorded later are
@@ -445,7 +450,7 @@ impl RunContext {
             late,
             previous: earlier.last().cloned(),
             subscription_discounts: self.discounts.get(&sub.id).cloned().unwrap_or_default(),
-            tax: Arc::clone(&config.tax),
+            tax: config.tax.clone(),
             routing: Arc::clone(&config.routing),
         })
     }
@@ -544,6 +549,13 @@ pub async fn run(
 ) -> Result<RunReport, RunError> {
     let started_at = Utc::now();
     let tenant = request.tenant;
+    // Stores keep microseconds: the cut-off in the document must be the one
+    // a replay reads back.
+    let request = &RunRequest {
+        cutoff: micros(request.cutoff),
+        as_of: micros(request.as_of),
+        ..request.clone()
+    };
     let mut report = RunReport {
         id: Uuid::now_v7(),
         tenant,

@@ -31,7 +31,11 @@ pub fn run(draft: &mut Draft, inputs: &Inputs) -> Result<(), String> {
     ]);
     let discount = sum(&[LineKind::Discount]);
     let tax = sum(&[LineKind::Tax]);
-    let mut flags: Vec<String> = lines.iter().flat_map(|l| l.flags.iter().cloned()).collect();
+    let mut flags: Vec<String> = lines
+        .iter()
+        .flat_map(|l| l.flags.iter().cloned())
+        .chain(draft.flags.iter().cloned())
+        .collect();
     flags.sort();
     flags.dedup();
     draft.invoice = Some(Invoice {

@@ -2,7 +2,9 @@
 //! class in the customer's tax region (or the class's `*` fallback), on
 //! everything the invoice charges so far. A plan without a tax class is not
 //! taxed; a class with no rate for the region fails the subscription (with
-//! the class and region named) instead of guessing zero.
+//! the class and region named) instead of guessing zero. Without any tax
+//! configuration, taxed plans are invoiced without tax and the invoice is
+//! flagged UNTAXED.
 //!
 //! The configuration is a YAML (or JSON) file:
 //!
@@ -82,8 +84,12 @@ pub fn run(draft: &mut Draft, inputs: &Inputs) -> Result<(), String> {
     let Some(class) = &inputs.plan.tax_class else {
         return Ok(());
     };
+    let Some(table) = &inputs.tax else {
+        draft.flags.push("UNTAXED".to_owned());
+        return Ok(());
+    };
     let region = inputs.tax_region.as_deref();
-    let rate = inputs.tax.rate(class, region).ok_or_else(|| {
+    let rate = table.rate(class, region).ok_or_else(|| {
         format!(
             "no tax rate for class {class:?} in region {} and no \"*\" fallback; add one to the tax configuration",
             region.map_or("(none: the customer has no tax region)".to_owned(), |r| format!("{r:?}"))
@@ -129,7 +135,7 @@ mod tests {
         plan.tax_class = Some("digital".into());
         let mut inputs = inputs_with(plan, vec![]);
         inputs.tax_region = region.map(str::to_owned);
-        inputs.tax = Arc::new(TaxTable::parse(table)?);
+        inputs.tax = Some(Arc::new(TaxTable::parse(table)?));
         let mut draft = Draft::new();
         draft.lines.push(usage_line(dec!(100.05)));
         run(&mut draft, &inputs)?;
@@ -160,6 +166,17 @@ mod tests {
             err.contains("\"digital\"") && err.contains("\"FR\""),
             "{err}"
         );
+    }
+
+    #[test]
+    fn without_a_configuration_taxed_plans_are_flagged_untaxed() {
+        let mut plan = plan_per_unit("1", None);
+        plan.tax_class = Some("digital".into());
+        let inputs = inputs_with(plan, vec![]);
+        let mut draft = Draft::new();
+        run(&mut draft, &inputs).unwrap();
+        assert!(draft.lines.is_empty());
+        assert_eq!(draft.flags, vec!["UNTAXED"]);
     }
 
     #[test]

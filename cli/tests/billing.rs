@@ -1,0 +1,635 @@
+//! The bill run end to end, on a real standalone server (SQLite and
+//! PostgreSQL): events in, invoices out; a subscription that fails a stage
+//! fails alone and is retried; running twice invoices nothing twice; a late
+//! event becomes an adjustment on the next invoice while the closed one
+//! stays byte for byte; replay reproduces the stored invoice; the audit
+//! export verifies until a stored event is altered; the invoice webhook is
+//! signed and the exports are written.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aforo_billing::pricing::rounding::round_line;
+use aforo_billing::pricing::{ChargeRating, RatingFunction};
+use aforo_crds::catalog::{Resource, yaml_documents};
+use base64::Engine;
+use chrono::{DateTime, TimeZone, Utc};
+use common::{Backend, Server, examples};
+use hmac::Mac;
+use rust_decimal::Decimal;
+use serde_json::{Value, json};
+use sqlx::Connection;
+
+const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+fn translation_pro() -> RatingFunction {
+    let plans = std::fs::read_to_string(examples().join("rate-plans.yaml")).unwrap();
+    for (origin, value) in yaml_documents(&plans, "rate-plans.yaml").unwrap() {
+        if let Resource::RatePlan(plan) = Resource::from_value(value, &origin).unwrap()
+            && plan.metadata.name.as_deref() == Some("translation-pro")
+        {
+            return ChargeRating::from_charge(&plan.spec.charges[0])
+                .unwrap()
+                .function;
+        }
+    }
+    panic!("no translation-pro in the examples");
+}
+
+fn dec(v: &Value) -> Decimal {
+    v.as_str()
+        .unwrap_or_else(|| panic!("{v} is not a decimal string"))
+        .parse()
+        .unwrap()
+}
+
+fn at(month: u32, day: u32, hour: u32) -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, month, day, hour, 0, 0).unwrap()
+}
+
+/// Deliveries the invoice webhook receiver got: (headers, body).
+type Received = Arc<Mutex<Vec<(axum::http::HeaderMap, String)>>>;
+
+async fn webhook_receiver() -> (String, Received) {
+    let received: Received = Arc::default();
+    let sink = received.clone();
+    let app = axum::Router::new().route(
+        "/invoices",
+        axum::routing::post(move |headers: axum::http::HeaderMap, body: String| {
+            let sink = sink.clone();
+            async move {
+                sink.lock().unwrap().push((headers, body));
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}/invoices"), received)
+}
+
+/// Checks a Standard Webhooks signature independently of aforo's signer.
+fn signature_ok(headers: &axum::http::HeaderMap, body: &str) -> bool {
+    let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(SECRET.trim_start_matches("whsec_"))
+        .unwrap();
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
+    mac.update(format!("{}.{}.{body}", h("webhook-id"), h("webhook-timestamp")).as_bytes());
+    let expected = base64::engine::general_purpose::STANDARD.encode(mac.finalize().into_bytes());
+    h("webhook-signature")
+        .split(' ')
+        .any(|s| s == format!("v1,{expected}"))
+}
+
+async fn ok(server: &Server, args: &[&str]) -> String {
+    let mut all = args.to_vec();
+    all.extend(["--http", &server.http]);
+    let (success, out, err) = server.cli(&all).await;
+    assert!(success, "aforo {args:?} failed:\n{out}\n{err}");
+    out
+}
+
+/// Translation events: deterministic sizes.
+fn events(prefix: &str, customer: &str, n: usize, month: u32) -> Vec<(Value, Decimal)> {
+    (0..n)
+        .map(|i| {
+            let chars = (i * 7919 % 9000 + 500) as i64;
+            let e = json!({"id": format!("{prefix}-{i}"), "source": "e2e", "type": "translation.characters",
+                           "customer": customer,
+                           "time": at(month, 1 + (i as u32 % 28), (i % 24) as u32).to_rfc3339(),
+                           "properties": {"characters": chars, "lang": "de"}});
+            (e, Decimal::from(chars))
+        })
+        .collect()
+}
+
+async fn send(server: &Server, batch: &[(Value, Decimal)]) {
+    let body = Value::Array(batch.iter().map(|(e, _)| e.clone()).collect()).to_string();
+    let (status, answer) = server.post_events("application/json", body).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["rejected"], 0, "{answer}");
+}
+
+/// Waits until the ledger holds `events` events for `customer`.
+async fn enriched(server: &Server, customer: &str, events: i64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, answer) = server
+            .get(&format!("/v1/revenue?customer={customer}"))
+            .await;
+        let seen: i64 = answer["rows"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|r| r["events"].as_i64().unwrap_or(0))
+            .sum();
+        if seen == events {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "enriched {seen} of {events} within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The revenue the RevenueEstimator recorded for a customer's events in a month.
+async fn estimated(server: &Server, customer: &str, month: u32) -> Decimal {
+    let (_, answer) = server
+        .get(&format!(
+            "/v1/revenue?customer={customer}&from={}&to={}",
+            at(month, 1, 0).to_rfc3339().replace('+', "%2B"),
+            at(month + 1, 1, 0).to_rfc3339().replace('+', "%2B")
+        ))
+        .await;
+    answer["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| dec(&r["revenue"]))
+        .sum()
+}
+
+async fn invoice(server: &Server, number: &str) -> Value {
+    let (status, answer) = server.get(&format!("/v1/invoices/{number}")).await;
+    assert_eq!(status, 200, "{answer}");
+    answer
+}
+
+fn lines_of<'a>(invoice: &'a Value, kind: &str) -> Vec<&'a Value> {
+    invoice["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["kind"] == kind)
+        .collect()
+}
+
+async fn alter_event(server: &Server, stored_id: &str) {
+    let sql = format!(
+        "UPDATE events SET properties = '{{\"characters\":1,\"lang\":\"de\"}}' WHERE id = '{stored_id}'"
+    );
+    if server.database_url.starts_with("postgres") {
+        let mut conn = sqlx::PgConnection::connect(&server.database_url)
+            .await
+            .unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    } else {
+        let mut conn = sqlx::SqliteConnection::connect(&server.database_url)
+            .await
+            .unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+}
+
+async fn bill_run_end_to_end(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let tax = dir.path().join("tax.yaml");
+    std::fs::write(
+        &tax,
+        "rates:\n  - class: digital-services\n    region: DE\n    percent: \"19\"\n",
+    )
+    .unwrap();
+    let exports = dir.path().join("exports");
+    let (hook, received) = webhook_receiver().await;
+    let server = Server::start_with(
+        backend,
+        &[
+            "--bill-every-secs",
+            "0",
+            "--max-age",
+            "400d",
+            "--tax-config",
+            tax.to_str().unwrap(),
+            "--invoice-webhook-url",
+            &hook,
+            "--invoice-webhook-secret",
+            SECRET,
+            "--invoice-export-dir",
+            exports.to_str().unwrap(),
+        ],
+    )
+    .await;
+    ok(&server, &["apply", "-f", examples().to_str().unwrap()]).await;
+    for (customer, region) in [("acme", Some("DE")), ("globex", None)] {
+        let mut args = vec!["customers", "create", "--id", customer, "--name", customer];
+        if let Some(r) = region {
+            args.extend(["--tax-region", r]);
+        }
+        ok(&server, &args).await;
+        ok(
+            &server,
+            &[
+                "subscriptions",
+                "create",
+                "--customer",
+                customer,
+                "--plan",
+                "translation-pro",
+                "--start",
+                "2026-09-01T00:00:00Z",
+                "--anchor-day",
+                "1",
+            ],
+        )
+        .await;
+    }
+    let september = events("sep", "acme", 50, 9);
+    let october = events("oct", "acme", 40, 10);
+    send(&server, &september).await;
+    send(&server, &october).await;
+    send(&server, &events("g", "globex", 10, 9)).await;
+    enriched(&server, "acme", 90).await;
+    enriched(&server, "globex", 10).await;
+
+    // Bill September only. globex has no tax region and the configuration
+    // no fallback: it fails at TAX, alone.
+    let (success, out, err) = server
+        .cli(&[
+            "bill",
+            "run",
+            "--as-of",
+            "2026-10-15T00:00:00Z",
+            "--cutoff",
+            "now",
+            "--http",
+            &server.http,
+        ])
+        .await;
+    assert!(
+        !success,
+        "a failed subscription fails the command:\n{out}\n{err}"
+    );
+    assert!(out.contains("INV-000001\tacme"), "{out}");
+    assert!(
+        err.contains("at TAX: no tax rate for class \"digital-services\""),
+        "{err}"
+    );
+    assert!(err.contains("1 invoiced"), "{err}");
+
+    let sep = invoice(&server, "INV-000001").await;
+    assert_eq!(sep["customer"], "acme");
+    assert_eq!(sep["period_start"], "2026-09-01T00:00:00.000000Z");
+    assert_eq!(sep["currency"], "EUR");
+    let usage = lines_of(&sep, "USAGE");
+    assert_eq!(usage.len(), 1);
+    let total: Decimal = september.iter().map(|(_, q)| *q).sum();
+    assert_eq!(dec(&usage[0]["quantity"]), total);
+    assert_eq!(usage[0]["event_count"], 50);
+    let unrounded = dec(&usage[0]["amount_unrounded"]);
+    assert_eq!(unrounded, translation_pro().price(total));
+    // The per-event revenue estimates add up to the line before rounding.
+    assert_eq!(estimated(&server, "acme", 9).await, unrounded);
+    assert_eq!(
+        dec(&usage[0]["amount"]),
+        round_line(unrounded, "EUR").unwrap()
+    );
+    let fee = lines_of(&sep, "RECURRING");
+    assert_eq!(dec(&fee[0]["amount"]), Decimal::new(4900, 2));
+    let taxed = dec(&usage[0]["amount"]) + dec(&fee[0]["amount"]);
+    let tax_line = lines_of(&sep, "TAX");
+    assert_eq!(
+        dec(&tax_line[0]["amount"]),
+        round_line(taxed * Decimal::new(19, 2), "EUR").unwrap()
+    );
+    assert_eq!(dec(&sep["total"]), taxed + dec(&tax_line[0]["amount"]));
+
+    // Routed: a signed invoice.finalized webhook and both exports.
+    let deliveries = received.lock().unwrap().clone();
+    assert_eq!(deliveries.len(), 1, "one webhook per invoice");
+    let (headers, body) = &deliveries[0];
+    assert!(
+        signature_ok(headers, body),
+        "the webhook signature verifies"
+    );
+    let payload: Value = serde_json::from_str(body).unwrap();
+    assert_eq!(payload["type"], "invoice.finalized");
+    assert_eq!(payload["data"]["number"], "INV-000001");
+    assert!(exports.join("INV-000001.json").exists());
+    let csv = std::fs::read_to_string(exports.join("INV-000001.csv")).unwrap();
+    assert!(
+        csv.lines().count() == 1 + sep["lines"].as_array().unwrap().len(),
+        "{csv}"
+    );
+
+    // Running the same period again creates nothing.
+    let (_, _, err) = server
+        .cli(&[
+            "bill",
+            "run",
+            "--as-of",
+            "2026-10-15T00:00:00Z",
+            "--cutoff",
+            "now",
+            "--http",
+            &server.http,
+        ])
+        .await;
+    assert!(err.contains("0 invoiced"), "{err}");
+    let (_, list) = server.get("/v1/invoices").await;
+    assert_eq!(list["invoices"].as_array().unwrap().len(), 1, "{list}");
+
+    // Fix globex and retry just its subscription.
+    ok(
+        &server,
+        &[
+            "customers",
+            "create",
+            "--id",
+            "globex",
+            "--name",
+            "globex",
+            "--tax-region",
+            "DE",
+        ],
+    )
+    .await;
+    let (_, subs) = server.get("/v1/subscriptions?customer=globex").await;
+    let globex_sub = subs["subscriptions"][0]["id"].as_str().unwrap().to_owned();
+    let out = ok(
+        &server,
+        &[
+            "bill",
+            "run",
+            "--as-of",
+            "2026-10-15T00:00:00Z",
+            "--cutoff",
+            "now",
+            "--subscription",
+            &globex_sub,
+        ],
+    )
+    .await;
+    assert!(out.contains("INV-000002\tglobex"), "{out}");
+
+    // Replay reproduces both September invoices exactly, and their usage
+    // lines equal the sum of their events' revenue estimates.
+    let out = ok(
+        &server,
+        &["bill", "replay", "--period", "2026-09-01T00:00:00Z"],
+    )
+    .await;
+    assert!(out.contains("INV-000001\treproduced exactly"), "{out}");
+    assert!(out.contains("INV-000002\treproduced exactly"), "{out}");
+    let replay = server
+        .http_client()
+        .post(format!("{}/v1/bill-runs/replay", server.http))
+        .bearer_auth(&server.key)
+        .json(&json!({"period_start": "2026-09-01T00:00:00Z"}))
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap();
+    for inv in replay["invoices"].as_array().unwrap() {
+        for check in inv["estimates"].as_array().unwrap() {
+            assert_eq!(check["estimates"], check["amount_unrounded"], "{inv}");
+        }
+    }
+
+    // A late September event: an adjustment on October's invoice; the
+    // closed September invoice does not change by a byte.
+    let before = invoice(&server, "INV-000001").await["document"].clone();
+    let late = vec![(
+        json!({"id": "sep-late", "source": "e2e", "type": "translation.characters",
+               "customer": "acme", "time": at(9, 20, 12).to_rfc3339(),
+               "properties": {"characters": 20000, "lang": "de"}}),
+        Decimal::from(20000),
+    )];
+    send(&server, &late).await;
+    enriched(&server, "acme", 91).await;
+    let out = ok(&server, &["bill", "run", "--cutoff", "now"]).await;
+    assert!(out.contains("\tacme\t2026-10-01"), "{out}");
+    let (_, list) = server.get("/v1/invoices?customer=acme").await;
+    let october_number = list["invoices"][1]["number"].as_str().unwrap().to_owned();
+    let oct = invoice(&server, &october_number).await;
+    assert_eq!(oct["period_start"], "2026-10-01T00:00:00.000000Z");
+    let adjustments = lines_of(&oct, "ADJUSTMENT");
+    assert_eq!(adjustments.len(), 1, "{oct}");
+    let adj = adjustments[0];
+    assert_eq!(adj["period"]["start"], "2026-09-01T00:00:00Z");
+    assert_eq!(adj["event_count"], 1);
+    assert_eq!(dec(&adj["quantity"]), Decimal::from(20000));
+    let f = translation_pro();
+    let expected = f.price(total + Decimal::from(20000)) - f.price(total);
+    assert_eq!(dec(&adj["amount_unrounded"]), expected);
+    assert_eq!(invoice(&server, "INV-000001").await["document"], before);
+    let oct_usage = lines_of(&oct, "USAGE");
+    let oct_total: Decimal = october.iter().map(|(_, q)| *q).sum();
+    assert_eq!(dec(&oct_usage[0]["quantity"]), oct_total);
+
+    // The audit export of October's invoice verifies.
+    let audit = dir.path().join("audit.json");
+    ok(
+        &server,
+        &[
+            "audit",
+            "export",
+            "--invoice",
+            &october_number,
+            "-o",
+            audit.to_str().unwrap(),
+        ],
+    )
+    .await;
+    let (success, out, err) = server
+        .cli(&[
+            "audit",
+            "verify",
+            audit.to_str().unwrap(),
+            "--database-url",
+            &server.database_url,
+        ])
+        .await;
+    assert!(success, "{out}\n{err}");
+    assert!(out.contains("every hash, proof and root matches"), "{out}");
+    let csv_audit = ok(
+        &server,
+        &[
+            "audit",
+            "export",
+            "--invoice",
+            &october_number,
+            "--format",
+            "csv",
+        ],
+    )
+    .await;
+    assert_eq!(
+        csv_audit.lines().count(),
+        1 + 40 + 1,
+        "a row per line event"
+    );
+
+    // Alter one stored event behind October's usage line: verify names it,
+    // and a replay of October no longer matches.
+    let export: Value = serde_json::from_str(&std::fs::read_to_string(&audit).unwrap()).unwrap();
+    let usage_line = export["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["kind"] == "USAGE")
+        .unwrap();
+    let victim = usage_line["events"][7]["stored_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    alter_event(&server, &victim).await;
+    ok(
+        &server,
+        &[
+            "audit",
+            "export",
+            "--invoice",
+            &october_number,
+            "-o",
+            audit.to_str().unwrap(),
+        ],
+    )
+    .await;
+    let (success, out, _) = server
+        .cli(&[
+            "audit",
+            "verify",
+            audit.to_str().unwrap(),
+            "--database-url",
+            &server.database_url,
+        ])
+        .await;
+    assert!(!success, "{out}");
+    let mismatches: Vec<&str> = out.lines().filter(|l| l.starts_with("MISMATCH")).collect();
+    assert_eq!(mismatches.len(), 1, "{out}");
+    assert!(mismatches[0].contains(&victim), "{out}");
+    assert!(
+        mismatches[0].contains("does not match its validation hash"),
+        "{out}"
+    );
+    let (success, out, _) = server
+        .cli(&[
+            "bill",
+            "replay",
+            "--period",
+            "2026-10-01T00:00:00Z",
+            "--http",
+            &server.http,
+        ])
+        .await;
+    assert!(!success, "{out}");
+    assert!(out.contains(&format!("{october_number}\tDIFFERS")), "{out}");
+}
+
+#[tokio::test]
+async fn the_bill_run_invoices_adjusts_replays_and_audits_on_sqlite() {
+    bill_run_end_to_end(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn the_bill_run_invoices_adjusts_replays_and_audits_on_postgres() {
+    bill_run_end_to_end(Backend::Postgres).await;
+}
+
+#[tokio::test]
+async fn invoices_are_served_over_grpc() {
+    use aforo_proto::v1 as pb;
+    use aforo_proto::v1::invoice_service_client::InvoiceServiceClient;
+    let server = Server::start_with(
+        Backend::Sqlite,
+        &["--bill-every-secs", "0", "--max-age", "400d"],
+    )
+    .await;
+    ok(&server, &["apply", "-f", examples().to_str().unwrap()]).await;
+    ok(
+        &server,
+        &["customers", "create", "--id", "acme", "--name", "acme"],
+    )
+    .await;
+    ok(
+        &server,
+        &[
+            "subscriptions",
+            "create",
+            "--customer",
+            "acme",
+            "--plan",
+            "ai-agents-usage",
+            "--start",
+            "2026-09-01T00:00:00Z",
+            "--anchor-day",
+            "1",
+        ],
+    )
+    .await;
+    let mut client = InvoiceServiceClient::connect(server.grpc.clone())
+        .await
+        .unwrap();
+    let ts = |t: DateTime<Utc>| prost_types::Timestamp {
+        seconds: t.timestamp(),
+        nanos: t.timestamp_subsec_nanos() as i32,
+    };
+    let refused = client
+        .run_bill(common::authed(
+            &server.key,
+            pb::RunBillRequest {
+                as_of: Some(ts(Utc::now() + chrono::Duration::days(1))),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    let run = client
+        .run_bill(common::authed(
+            &server.key,
+            pb::RunBillRequest {
+                as_of: Some(ts(at(10, 2, 0))),
+                cutoff: Some(ts(Utc::now())),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(run.invoiced.len(), 1, "{run:?}");
+    assert!(run.failures.is_empty(), "{run:?}");
+    // No usage: the minimum commitment (100 USD) less the plan's 10 %
+    // discount. No tax configuration was given, so the invoice is untaxed
+    // and says so.
+    let got = client
+        .get_invoice(common::authed(
+            &server.key,
+            pb::GetInvoiceRequest {
+                invoice: run.invoiced[0].number.clone(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.currency, "USD");
+    let kinds: Vec<&str> = got.lines.iter().map(|l| l.kind.as_str()).collect();
+    assert_eq!(kinds, vec!["COMMITMENT", "DISCOUNT"]);
+    assert_eq!(got.total, "90.00");
+    let (_, shown) = server.get(&format!("/v1/invoices/{}", got.number)).await;
+    assert_eq!(shown["flags"], json!(["UNTAXED"]), "{shown}");
+    let missing = client
+        .get_invoice(common::authed(
+            &server.key,
+            pb::GetInvoiceRequest {
+                invoice: "INV-999999".into(),
+            },
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), tonic::Code::NotFound);
+}
