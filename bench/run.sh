@@ -6,9 +6,18 @@
 #       same rows (starts PostgreSQL with scripts/services.sh)
 #   bench/run.sh pricing
 #       marginal-revenue computations per second per core
+#   bench/run.sh billrun [--subscriptions N] [--events M]
+#       a bill run over N subscriptions × 5 meters and M events (default
+#       10,000 and 10,000,000) beside one GROUP BY over the same events
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/aforo/target}"
+if [ "${1:-}" = billrun ]; then
+  shift
+  eval "$(scripts/services.sh start)"
+  cargo build --release --locked -p aforo-bench --bin billrun
+  exec "$CARGO_TARGET_DIR/release/billrun" "$@"
+fi
 if [ "${1:-}" = pricing ]; then
   cargo build --release --locked -p aforo-bench --bin pricing
   exec "$CARGO_TARGET_DIR/release/pricing"

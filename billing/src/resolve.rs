@@ -28,17 +28,51 @@ pub struct CatalogAt {
     pub version: i64,
     pub effective_from: Option<DateTime<Utc>>,
     pub snapshot: CatalogSnapshot,
-    prepared: Mutex<HashMap<PlanMeter, Option<Arc<Prepared>>>>,
+    /// Rate plan name → meter name → its charge, prepared (or none).
+    prepared: Mutex<HashMap<String, HashMap<String, Option<Arc<Prepared>>>>>,
 }
 
-/// (rate plan name, meter name).
-type PlanMeter = (String, String);
+/// A rating function and the price closure over it, shared by every
+/// intent it prices (nothing is cloned per event).
+#[derive(Clone)]
+struct Priced {
+    function: Arc<RatingFunction>,
+    price: PriceFn,
+}
+
+impl Priced {
+    fn new(function: RatingFunction) -> Self {
+        let function = Arc::new(function);
+        let f = Arc::clone(&function);
+        Priced {
+            function,
+            price: Arc::new(move |q| f.price(q)),
+        }
+    }
+}
+
+impl std::fmt::Debug for Priced {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.function.fmt(f)
+    }
+}
 
 /// A plan's charge for one meter, ready to price with.
 #[derive(Debug)]
 struct Prepared {
     rating: ChargeRating,
     terms: String,
+    default: Priced,
+    by_dimension: HashMap<String, Priced>,
+    unit_cost: Decimal,
+}
+
+impl Prepared {
+    fn priced(&self, dimension_value: Option<&str>) -> &Priced {
+        dimension_value
+            .and_then(|v| self.by_dimension.get(v))
+            .unwrap_or(&self.default)
+    }
 }
 
 impl CatalogAt {
@@ -56,18 +90,45 @@ impl CatalogAt {
     }
 
     /// The rating and terms of `plan`'s charge for `meter`, parsed once.
-    fn prepared(&self, plan_name: &str, plan: &RatePlanSpec, meter: &str) -> Option<Arc<Prepared>> {
+    fn prepared(
+        &self,
+        plan_name: &str,
+        plan: &RatePlanSpec,
+        meter_name: &str,
+        meter: &MeterSpec,
+    ) -> Option<Arc<Prepared>> {
         let mut memo = self.prepared.lock().unwrap_or_else(|e| e.into_inner());
-        memo.entry((plan_name.to_owned(), meter.to_owned()))
-            .or_insert_with(|| {
-                let charge = plan.charges.iter().find(|c| c.meter == meter)?;
-                let rating = ChargeRating::from_charge(charge).ok()?;
-                Some(Arc::new(Prepared {
+        if let Some(found) = memo.get(plan_name).and_then(|m| m.get(meter_name)) {
+            return found.clone();
+        }
+        let prepared = plan
+            .charges
+            .iter()
+            .find(|c| c.meter == meter_name)
+            .and_then(|charge| ChargeRating::from_charge(charge).ok())
+            .map(|rating| {
+                let by_dimension = rating
+                    .by_dimension
+                    .iter()
+                    .flat_map(|(_, prices)| prices.iter())
+                    .map(|(value, f)| (value.clone(), Priced::new(f.clone())))
+                    .collect();
+                Arc::new(Prepared {
+                    default: Priced::new(rating.function.clone()),
+                    by_dimension,
+                    terms: plan_terms(plan, meter_name),
+                    unit_cost: meter
+                        .unit_cost
+                        .as_ref()
+                        .and_then(|c| Decimal::from_str(c.as_str()).ok())
+                        .unwrap_or_default(),
                     rating,
-                    terms: plan_terms(plan, meter),
-                }))
-            })
-            .clone()
+                })
+            });
+        memo.entry(plan_name.to_owned())
+            .or_default()
+            .insert(meter_name.to_owned(), prepared.clone());
+        prepared
     }
 }
 
@@ -115,7 +176,7 @@ pub fn as_decimal(value: &Value) -> Option<Decimal> {
 
 /// A short hash of a plan's terms for one meter: events priced by the same
 /// terms share a running total, a price change starts a new one.
-fn plan_terms(plan: &RatePlanSpec, meter: &str) -> String {
+pub fn plan_terms(plan: &RatePlanSpec, meter: &str) -> String {
     let charge = plan.charges.iter().find(|c| c.meter == meter);
     let terms = serde_json::json!([plan.currency, plan.billing_period, charge]);
     let digest = Sha256::digest(canonical::to_string(&terms));
@@ -213,7 +274,7 @@ pub fn resolve_priced(
     );
     let mut intents = Vec::new();
     for (name, meter) in meters {
-        let Some(prepared) = catalog.prepared(plan_name, plan, name) else {
+        let Some(prepared) = catalog.prepared(plan_name, plan, name, meter) else {
             continue;
         };
         let rating = &prepared.rating;
@@ -243,14 +304,10 @@ pub fn resolve_priced(
                     .map(str::to_owned)
                     .unwrap_or_else(|| v.to_string())
             });
-        let function = Arc::new(rating.function_for(dimension.as_deref()).clone());
-        let priced = Arc::clone(&function);
-        let price: PriceFn = Arc::new(move |q| priced.price(q));
-        let unit_cost = meter
-            .unit_cost
-            .as_ref()
-            .and_then(|c| Decimal::from_str(c.as_str()).ok())
-            .unwrap_or_default();
+        let priced = prepared.priced(dimension.as_deref());
+        let function = Arc::clone(&priced.function);
+        let price = Arc::clone(&priced.price);
+        let unit_cost = prepared.unit_cost;
         let carried = e
             .properties
             .get("cost")

@@ -6,6 +6,7 @@
 //! to, for reconciliation.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use aforo_store::enrichment::{AggregationInput, TotalState, fold};
 
@@ -14,15 +15,21 @@ use super::{Aggregated, Draft, Inputs, LineKey, UsageItem};
 /// Folds usage items (in stored order) into one aggregate per line key, in
 /// the order the keys first appear.
 pub fn fold_all(items: &[UsageItem]) -> Vec<Aggregated> {
-    let mut index: HashMap<LineKey, usize> = HashMap::new();
+    // Keys borrow from the items: no allocation per event.
+    let mut index: HashMap<(&str, &str, &str), usize> = HashMap::new();
     let mut out: Vec<Aggregated> = Vec::new();
     let mut states: Vec<TotalState> = Vec::new();
-    let mut seen: Vec<HashSet<String>> = Vec::new();
+    let mut seen: Vec<HashSet<&str>> = Vec::new();
     for item in items {
-        let key = LineKey::of(&item.intent);
-        let i = *index.entry(key.clone()).or_insert_with(|| {
+        let k = &item.intent.key;
+        let key = (
+            k.meter.as_str(),
+            k.dimension.as_str(),
+            k.plan_terms.as_str(),
+        );
+        let i = *index.entry(key).or_insert_with(|| {
             out.push(Aggregated {
-                key,
+                key: LineKey::of(&item.intent),
                 rate_plan: item.intent.rate_plan.clone(),
                 catalog_version: item.intent.catalog_version,
                 quantity: Default::default(),
@@ -36,13 +43,13 @@ pub fn fold_all(items: &[UsageItem]) -> Vec<Aggregated> {
             out.len() - 1
         });
         let unique_is_new = match &item.intent.input {
-            AggregationInput::UniqueCount(value) => seen[i].insert(value.clone()),
+            AggregationInput::UniqueCount(value) => seen[i].insert(value.as_str()),
             _ => false,
         };
         fold(&mut states[i], &item.intent, item.time, unique_is_new);
         out[i]
             .events
-            .push((item.event, item.validation_hash.clone()));
+            .push((item.event, Arc::clone(&item.validation_hash)));
     }
     for (agg, state) in out.iter_mut().zip(states) {
         agg.quantity = state.quantity;

@@ -89,7 +89,7 @@ fn item(i: u64, input: AggregationInput, plan: &RatePlanSpec) -> UsageItem {
     let price: PriceFn = Arc::new(move |q| priced.price(q));
     UsageItem {
         event: event_id(i),
-        validation_hash: format!("{:064x}", i),
+        validation_hash: format!("{:064x}", i).into(),
         time: month_start(3) + chrono::Duration::minutes(i as i64),
         stored_at: month_start(3) + chrono::Duration::minutes(i as i64),
         intent: LedgerIntent {

@@ -80,7 +80,8 @@ impl Period {
 #[derive(Clone, Debug)]
 pub struct UsageItem {
     pub event: Uuid,
-    pub validation_hash: String,
+    /// Shared with the line it lands on: cloning it is a reference count.
+    pub validation_hash: Arc<str>,
     pub time: DateTime<Utc>,
     /// When the event was stored (its `received_at`).
     pub stored_at: DateTime<Utc>,
@@ -256,7 +257,7 @@ pub struct Aggregated {
     pub estimate: Decimal,
     pub function: Arc<RatingFunction>,
     /// The events behind it: (stored id, validation hash), in stored order.
-    pub events: Vec<(Uuid, String)>,
+    pub events: Vec<(Uuid, Arc<str>)>,
     /// Included units that apply (set by Allowance).
     pub included: Decimal,
 }
@@ -319,7 +320,7 @@ pub struct Line {
     /// The events behind the line; kept in the lineage index, not in the
     /// invoice document.
     #[serde(skip)]
-    pub events: Vec<(Uuid, String)>,
+    pub events: Vec<(Uuid, Arc<str>)>,
 }
 
 /// Where a settled invoice goes.

@@ -35,7 +35,7 @@ pub fn run(draft: &mut Draft, inputs: &Inputs) -> Result<(), String> {
         .filter_map(|(m, q)| q.hard.map(|h| (m.clone(), h)))
         .collect();
     let mut lines = Vec::new();
-    for agg in &draft.aggregated {
+    for agg in &mut draft.aggregated {
         let mut flags = Vec::new();
         let quota = draft.quotas.get(&agg.key.meter);
         if quota.is_some_and(|q| q.soft_exceeded()) {
@@ -68,7 +68,8 @@ pub fn run(draft: &mut Draft, inputs: &Inputs) -> Result<(), String> {
             flags,
             event_count: agg.events.len() as u64,
             merkle_root: None,
-            events: agg.events.clone(),
+            // The line takes the events; the aggregate keeps its totals.
+            events: std::mem::take(&mut agg.events),
         });
     }
     for fee in &inputs.plan.recurring_fees {

@@ -269,7 +269,7 @@ pub fn usage_by_period(
                 .or_default()
                 .push(UsageItem {
                     event: event.stored_id,
-                    validation_hash: event.validation_hash.clone(),
+                    validation_hash: Arc::from(event.validation_hash.as_str()),
                     time: event.event.time,
                     stored_at: event.received_at,
                     intent,

@@ -13,7 +13,7 @@ pub fn run(draft: &mut Draft, inputs: &Inputs) -> Result<(), String> {
     let mut lines = std::mem::take(&mut draft.lines);
     for (i, line) in lines.iter_mut().enumerate() {
         line.number = u32::try_from(i + 1).map_err(|_| "too many lines".to_owned())?;
-        line.merkle_root = merkle::root(line.events.iter().map(|(id, h)| (id, h.as_str())));
+        line.merkle_root = merkle::root(line.events.iter().map(|(id, h)| (id, &**h)));
         line.event_count = line.events.len() as u64;
     }
     let sum = |kinds: &[LineKind]| -> Decimal {
