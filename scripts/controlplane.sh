@@ -34,12 +34,8 @@ fi
 OUT="$CACHE_DIR/controlplane/$K8S_VERSION-etcd-$ETCD_VERSION"
 
 build() {
-  # Go's own install location, for shells whose PATH lacks it.
-  if ! command -v go >/dev/null && [ -x /usr/local/go/bin/go ]; then
-    PATH="$PATH:/usr/local/go/bin"
-  fi
   if ! command -v go >/dev/null; then
-    log "building kube-apiserver and etcd needs Go (the version named in $MODULE/go.mod or newer)"
+    log "building kube-apiserver and etcd needs go on PATH (the version named in $MODULE/go.mod or newer)"
     exit 1
   fi
   local minor=${K8S_VERSION#v1.}
