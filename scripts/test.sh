@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: installs and starts what the
 # tests need (PostgreSQL 15 and Redis from Debian's packages, grpcurl from
-# its Go module), then runs rustfmt, clippy and every test against both
-# stores (SQLite and PostgreSQL).
+# its Go module) and builds kube-apiserver and etcd from theirs, then runs
+# rustfmt, clippy and every test against both stores (SQLite and
+# PostgreSQL) and a real Kubernetes control plane.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,6 +11,12 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/aforo/target}"
 
 eval "$(scripts/services.sh start)"
+# kube-apiserver and etcd for the tests against a real control plane, built
+# from their Go modules when missing (minutes, once per version). Assigned
+# first, so that a failed build stops the script (eval of a failed command
+# substitution would not).
+controlplane=$(scripts/controlplane.sh)
+eval "$controlplane"
 
 echo "== rustfmt"
 cargo fmt --all -- --check

@@ -43,7 +43,10 @@ pub struct ProductSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     /// Names of the Meters (in this namespace) this product bills.
+    // The apiserver refuses a CEL rule whose estimated cost is over budget;
+    // comparing every pair of names is affordable only with both the list
+    // and each name (an object name, at most 253 characters) bounded.
     #[x_kube(validation = Rule::new("self.all(m, self.exists_one(n, n == m))").message("meters must not repeat"))]
-    #[schemars(length(min = 1, max = 64))]
+    #[schemars(length(min = 1, max = 64), inner(length(min = 1, max = 253)))]
     pub meters: Vec<String>,
 }
