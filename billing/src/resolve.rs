@@ -29,8 +29,11 @@ pub struct CatalogAt {
     pub effective_from: Option<DateTime<Utc>>,
     pub snapshot: CatalogSnapshot,
     /// Rate plan name → meter name → its charge, prepared (or none).
-    prepared: Mutex<HashMap<String, HashMap<String, Option<Arc<Prepared>>>>>,
+    prepared: Mutex<HashMap<String, PlanCharges>>,
 }
+
+/// Meter name → the plan's charge for it, prepared (or none).
+type PlanCharges = HashMap<String, Option<Arc<Prepared>>>;
 
 /// A rating function and the price closure over it, shared by every
 /// intent it prices (nothing is cloned per event).
