@@ -29,6 +29,7 @@ pub mod metrics;
 pub mod pipeline;
 pub mod rest;
 pub mod server;
+pub mod webhooks;
 
 pub use config::IngestConfig;
 pub use server::IngestServer;

@@ -27,6 +27,16 @@ pub(crate) const POSTGRES: &[Migration] = &[
         name: "enrichment",
         sql: include_str!("../migrations/postgres/0003_enrichment.sql"),
     },
+    Migration {
+        version: 5,
+        name: "webhook_rejections",
+        sql: include_str!("../migrations/postgres/0005_webhook_rejections.sql"),
+    },
+    Migration {
+        version: 6,
+        name: "batches",
+        sql: include_str!("../migrations/postgres/0006_batches.sql"),
+    },
 ];
 
 pub(crate) const SQLITE: &[Migration] = &[
@@ -44,6 +54,16 @@ pub(crate) const SQLITE: &[Migration] = &[
         version: 3,
         name: "enrichment",
         sql: include_str!("../migrations/sqlite/0003_enrichment.sql"),
+    },
+    Migration {
+        version: 5,
+        name: "webhook_rejections",
+        sql: include_str!("../migrations/sqlite/0005_webhook_rejections.sql"),
+    },
+    Migration {
+        version: 6,
+        name: "batches",
+        sql: include_str!("../migrations/sqlite/0006_batches.sql"),
     },
 ];
 

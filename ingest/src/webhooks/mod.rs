@@ -1,0 +1,3 @@
+//! The webhook front door: provider deliveries, verified and mapped to events.
+pub mod mapping;
+pub mod verify;
