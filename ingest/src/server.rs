@@ -17,6 +17,7 @@ use crate::grpc::IngestGrpc;
 use crate::metrics::Metrics;
 use crate::pipeline::Ingestor;
 use crate::rest::{self, RestState};
+use crate::webhooks::{self, WebhookState, secrets::SecretFiles};
 use aforo_store::auth::Authenticator;
 use aforo_store::cache::CatalogCache;
 
@@ -41,6 +42,7 @@ pub struct IngestServer {
     http: TcpListener,
     grpc: TcpListener,
     rest: RestState,
+    webhooks: WebhookState,
     grpc_service: IngestGrpc,
     max_body_bytes: usize,
     extra_http: axum::Router,
@@ -69,15 +71,26 @@ impl IngestServer {
         );
         let ingestor = Arc::new(Ingestor::new(
             committer,
-            catalog,
-            clock,
+            catalog.clone(),
+            clock.clone(),
             config.gates(),
             config.node_name(),
             metrics,
         ));
         let auth = Authenticator::new(store.clone());
         let limits = config.limits();
+        let webhooks = WebhookState::new(
+            ingestor.clone(),
+            store.clone(),
+            catalog,
+            auth.clone(),
+            SecretFiles::new(config.secrets_dir.clone()),
+            clock,
+            config.node_name(),
+            config.max_body_bytes,
+        );
         Ok(IngestServer {
+            webhooks,
             http,
             grpc,
             rest: RestState {
@@ -159,7 +172,9 @@ impl IngestServer {
                 stopped(stop_rx.clone()),
             );
 
-        let app = rest::router(self.rest).merge(self.extra_http);
+        let app = rest::router(self.rest)
+            .merge(webhooks::router(self.webhooks))
+            .merge(self.extra_http);
         let http = axum::serve(self.http, app).with_graceful_shutdown(stopped(stop_rx));
 
         let (grpc, http) = tokio::join!(grpc, async { http.await.map_err(ServeError::Http) });
