@@ -5,6 +5,7 @@
 //! talks to a running server like any client would.
 
 mod admin;
+mod batch;
 mod catalog;
 mod client;
 mod events;
@@ -45,6 +46,9 @@ enum Command {
     /// Send events to a running server, or follow what it stores.
     #[command(subcommand)]
     Events(events::EventsCommand),
+    /// Upload batches of events (CSV, NDJSON), streamed; show their results.
+    #[command(subcommand)]
+    Batch(batch::BatchCommand),
     /// Apply catalog manifests (Meter, Product, RatePlan, …) like kubectl apply: all or nothing.
     Apply(catalog::ApplyArgs),
     /// The CustomResourceDefinitions.
@@ -88,6 +92,7 @@ fn main() -> std::process::ExitCode {
             Command::Tenants(cmd) => admin::tenants(cmd).await,
             Command::Keys(cmd) => admin::keys(cmd).await,
             Command::Events(cmd) => events::run(cmd).await,
+            Command::Batch(cmd) => batch::run(cmd).await,
             Command::Apply(args) => catalog::apply(args).await,
             Command::Crd(cmd) => catalog::crd(cmd),
             Command::Catalog(cmd) => catalog::catalog(cmd).await,

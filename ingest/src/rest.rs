@@ -161,7 +161,7 @@ fn format_of(headers: &HeaderMap) -> Result<Format, ApiError> {
 
 /// Nesting depth of a JSON text, found without parsing it (so an absurdly
 /// deep body costs a scan, not a recursion).
-fn json_depth(bytes: &[u8]) -> usize {
+pub(crate) fn json_depth(bytes: &[u8]) -> usize {
     let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0usize, false, false);
     for &b in bytes {
         if in_string {

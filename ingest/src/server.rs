@@ -10,6 +10,7 @@ use aforo_store::Store;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
+use crate::batches::{self, BatchState};
 use crate::clock::Clock;
 use crate::committer::Committer;
 use crate::config::IngestConfig;
@@ -43,6 +44,7 @@ pub struct IngestServer {
     grpc: TcpListener,
     rest: RestState,
     webhooks: WebhookState,
+    batches: BatchState,
     grpc_service: IngestGrpc,
     max_body_bytes: usize,
     extra_http: axum::Router,
@@ -85,12 +87,21 @@ impl IngestServer {
             catalog,
             auth.clone(),
             SecretFiles::new(config.secrets_dir.clone()),
-            clock,
+            clock.clone(),
             config.node_name(),
             config.max_body_bytes,
         );
+        let batches = BatchState {
+            ingestor: ingestor.clone(),
+            store: store.clone(),
+            auth: auth.clone(),
+            clock: clock.clone(),
+            max_row_bytes: config.max_body_bytes,
+            max_json_depth: config.max_json_depth,
+        };
         Ok(IngestServer {
             webhooks,
+            batches,
             http,
             grpc,
             rest: RestState {
@@ -174,6 +185,7 @@ impl IngestServer {
 
         let app = rest::router(self.rest)
             .merge(webhooks::router(self.webhooks))
+            .merge(batches::router(self.batches))
             .merge(self.extra_http);
         let http = axum::serve(self.http, app).with_graceful_shutdown(stopped(stop_rx));
 
