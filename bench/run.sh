@@ -6,6 +6,9 @@
 #       same rows (starts PostgreSQL with scripts/services.sh)
 #   bench/run.sh pricing
 #       marginal-revenue computations per second per core
+#   bench/run.sh batch [MEGABYTES]
+#       a streamed NDJSON batch upload (default 1024 MB, generated outside the
+#       repository) to a running aforo ingest: rows/s and peak RSS
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/aforo/target}"
@@ -14,5 +17,9 @@ if [ "${1:-}" = pricing ]; then
   exec "$CARGO_TARGET_DIR/release/pricing"
 fi
 eval "$(scripts/services.sh start)"
+if [ "${1:-}" = batch ]; then
+  cargo build --release --locked -p aforo
+  exec bench/batch.sh "${@:2}"
+fi
 cargo build --release --locked -p aforo -p aforo-bench
 exec "$CARGO_TARGET_DIR/release/aforo-bench" --database-url "$AFORO_TEST_DATABASE_URL" "$@"
