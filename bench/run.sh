@@ -9,6 +9,9 @@
 #   bench/run.sh billrun [--subscriptions N] [--events M]
 #       a bill run over N subscriptions × 5 meters and M events (default
 #       10,000 and 10,000,000) beside one GROUP BY over the same events
+#   bench/run.sh batch [MEGABYTES]
+#       a streamed NDJSON batch upload (default 1024 MB, generated outside the
+#       repository) to a running aforo ingest: rows/s and peak RSS
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/aforo/target}"
@@ -23,5 +26,9 @@ if [ "${1:-}" = pricing ]; then
   exec "$CARGO_TARGET_DIR/release/pricing"
 fi
 eval "$(scripts/services.sh start)"
+if [ "${1:-}" = batch ]; then
+  cargo build --release --locked -p aforo
+  exec bench/batch.sh "${@:2}"
+fi
 cargo build --release --locked -p aforo -p aforo-bench
 exec "$CARGO_TARGET_DIR/release/aforo-bench" --database-url "$AFORO_TEST_DATABASE_URL" "$@"

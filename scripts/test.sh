@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: installs and starts what the
 # tests need (PostgreSQL 15 and Redis from Debian's packages, grpcurl from
-# its Go module) and builds kube-apiserver and etcd from theirs, then runs
+# its Go module, the webhook providers' signing libraries from PyPI and
+# npm) and builds kube-apiserver and etcd from their Go modules, then runs
 # rustfmt, clippy and every test against both stores (SQLite and
 # PostgreSQL) and a real Kubernetes control plane.
 set -euo pipefail
@@ -17,6 +18,7 @@ eval "$(scripts/services.sh start)"
 # substitution would not).
 controlplane=$(scripts/controlplane.sh)
 eval "$controlplane"
+eval "$(scripts/pyenv.sh)"
 
 echo "== rustfmt"
 cargo fmt --all -- --check

@@ -129,6 +129,51 @@ impl Client {
             .await
     }
 
+    /// POSTs a streamed body.
+    pub async fn post_stream(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: reqwest::Body,
+    ) -> anyhow::Result<Value> {
+        self.send(
+            self.http
+                .post(format!("{}{path}", self.base))
+                .header("content-type", content_type)
+                .body(body),
+        )
+        .await
+    }
+
+    /// GETs a path whose answer is streamed into `out` as it arrives.
+    pub async fn download(
+        &self,
+        path: &str,
+        out: &mut (dyn std::io::Write + Send),
+    ) -> anyhow::Result<u64> {
+        let mut response = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.key)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach aforo at {}", self.base))?;
+        if !response.status().is_success() {
+            let status = response.status().as_u16();
+            let body: Value = response.json().await.unwrap_or_default();
+            bail!(
+                "{status}: {}",
+                body["error"]["message"].as_str().unwrap_or("unknown error")
+            );
+        }
+        let mut written = 0u64;
+        while let Some(chunk) = response.chunk().await.context("the download broke off")? {
+            out.write_all(&chunk).context("cannot write the results")?;
+            written += chunk.len() as u64;
+        }
+        Ok(written)
+    }
+
     pub async fn post_text(
         &self,
         path: &str,

@@ -5,6 +5,7 @@
 //! talks to a running server like any client would.
 
 mod admin;
+mod batch;
 mod billing;
 mod catalog;
 mod client;
@@ -32,7 +33,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run every role in one process, on an embedded SQLite store by default.
-    Standalone(roles::StandaloneArgs),
+    Standalone(Box<roles::StandaloneArgs>),
     /// Run the ingest role: the front doors and the four gates.
     Ingest(roles::IngestArgs),
     /// Run the enrich role: billing context and revenue for queued events.
@@ -46,6 +47,9 @@ enum Command {
     /// Send events to a running server, or follow what it stores.
     #[command(subcommand)]
     Events(events::EventsCommand),
+    /// Upload batches of events (CSV, NDJSON), streamed; show their results.
+    #[command(subcommand)]
+    Batch(batch::BatchCommand),
     /// Apply catalog manifests (Meter, Product, RatePlan, …) like kubectl apply: all or nothing.
     Apply(catalog::ApplyArgs),
     /// The CustomResourceDefinitions.
@@ -92,12 +96,13 @@ fn main() -> std::process::ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Standalone(args) => roles::standalone(args).await,
+            Command::Standalone(args) => roles::standalone(*args).await,
             Command::Ingest(args) => roles::ingest(args).await,
             Command::Enrich(args) => roles::enrich(args).await,
             Command::Tenants(cmd) => admin::tenants(cmd).await,
             Command::Keys(cmd) => admin::keys(cmd).await,
             Command::Events(cmd) => events::run(cmd).await,
+            Command::Batch(cmd) => batch::run(cmd).await,
             Command::Apply(args) => catalog::apply(args).await,
             Command::Crd(cmd) => catalog::crd(cmd),
             Command::Catalog(cmd) => catalog::catalog(cmd).await,

@@ -277,7 +277,10 @@ async fn serve(
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn standalone(args: StandaloneArgs) -> anyhow::Result<ExitCode> {
+pub async fn standalone(mut args: StandaloneArgs) -> anyhow::Result<ExitCode> {
+    if args.ingest.secrets_dir.is_none() {
+        args.ingest.secrets_dir = Some(args.store.data_dir.join("secrets"));
+    }
     let store = args.store.open().await?;
     first_start(store.as_ref(), &args.store.data_dir).await?;
     let cache = Arc::new(CatalogCache::new(store.clone(), CATALOG_TTL));

@@ -83,6 +83,13 @@ impl Report<'_> {
         }
     }
 
+    /// A JSONPath the webhook receiver evaluates: the full RFC 9535 grammar.
+    fn rfc9535_path(&mut self, field: &str, path: &str) {
+        if let Err(e) = serde_json_path::JsonPath::parse(path) {
+            self.error(field, format!("{path:?} is not an RFC 9535 JSONPath: {e}"));
+        }
+    }
+
     fn time(&mut self, field: &str, text: &str) {
         if DateTime::parse_from_rfc3339(text).is_err() {
             self.error(
@@ -407,6 +414,26 @@ fn rate_plan(
 }
 
 fn webhook_source(spec: &WebhookSourceSpec, report: &mut Report<'_>) {
+    if spec.provider == Provider::Hmac && spec.signature_header.is_none() {
+        report.error(
+            "spec.signatureHeader",
+            "the hmac provider needs the name of the header that carries the signature",
+        );
+    }
+    if let Some(url) = &spec.public_url
+        && !(url.starts_with("https://") || url.starts_with("http://"))
+    {
+        report.error(
+            "spec.publicUrl",
+            format!("{url:?} is not an http:// or https:// URL"),
+        );
+    }
+    if !tolerance_is_valid(&spec.tolerance) {
+        report.error(
+            "spec.tolerance",
+            format!("{:?} is not a duration like 300s, 5m or 1h", spec.tolerance),
+        );
+    }
     for (i, m) in spec.mappings.iter().enumerate() {
         let at = format!("spec.mappings[{i}]");
         for (field, path) in [
@@ -416,13 +443,29 @@ fn webhook_source(spec: &WebhookSourceSpec, report: &mut Report<'_>) {
             ("customer", Some(m.customer.as_str())),
             ("time", m.time.as_deref()),
             ("value", m.value.as_deref()),
+            (
+                "type",
+                Some(m.event_type.as_str()).filter(|t| t.starts_with('$')),
+            ),
         ] {
             if let Some(path) = path {
-                report.json_path(&format!("{at}.{field}"), path);
+                report.rfc9535_path(&format!("{at}.{field}"), path);
             }
         }
         for (name, path) in &m.properties {
-            report.json_path(&format!("{at}.properties.{name}"), path);
+            report.rfc9535_path(&format!("{at}.properties.{name}"), path);
         }
     }
+}
+
+/// `<whole number><s|m|h>`, as the schema's pattern says.
+fn tolerance_is_valid(text: &str) -> bool {
+    let Some(unit) = text.chars().last() else {
+        return false;
+    };
+    let digits = &text[..text.len() - unit.len_utf8()];
+    matches!(unit, 's' | 'm' | 'h')
+        && !digits.is_empty()
+        && digits.chars().all(|c| c.is_ascii_digit())
+        && digits.parse::<u32>().is_ok()
 }

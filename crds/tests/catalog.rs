@@ -278,3 +278,24 @@ fn manifests_name_what_they_cannot_read() {
     let bad_yaml = yaml_documents("kind: [unclosed", "bad.yaml").unwrap_err();
     assert!(bad_yaml.message.contains("not YAML"));
 }
+
+#[test]
+fn webhook_mappings_must_be_rfc_9535_jsonpaths() {
+    let broken = edited("WebhookSource", "stripe-payments", |v| {
+        v["spec"]["mappings"][0]["customer"] = json!("$.data[");
+        v["spec"]["mappings"][0]["type"] = json!("$..[?");
+    });
+    assert_error(&broken, "spec.mappings[0].customer");
+    assert_error(&broken, "spec.mappings[0].type");
+    assert_error(&broken, "is not an RFC 9535 JSONPath");
+}
+
+#[test]
+fn an_hmac_source_names_its_signature_header() {
+    let broken = edited("WebhookSource", "stripe-payments", |v| {
+        v["spec"]["provider"] = json!("hmac");
+        v["spec"]["publicUrl"] = json!("ftp://example.com/hook");
+    });
+    assert_error(&broken, "spec.signatureHeader");
+    assert_error(&broken, "is not an http:// or https:// URL");
+}

@@ -62,6 +62,11 @@ pub struct IngestConfig {
     #[arg(long, env = "AFORO_COMMIT_LINGER", default_value = "1ms", value_parser = duration)]
     pub commit_linger: Duration,
 
+    /// Folder of webhook secrets, laid out as Kubernetes mounts Secrets:
+    /// `<dir>/<namespace>/<secret name>/<key>` (standalone: `<data dir>/secrets`).
+    #[arg(long, env = "AFORO_SECRETS_DIR")]
+    pub secrets_dir: Option<std::path::PathBuf>,
+
     /// Group-commit transactions in flight at once (SQLite always uses 1).
     #[arg(long, env = "AFORO_COMMIT_WRITERS", default_value_t = 4)]
     pub commit_writers: usize,

@@ -3,9 +3,10 @@
 //! Data flows one way:
 //!
 //! ```text
-//!  gRPC (grpc.rs) ─┐
-//!                  ├─ decode.rs ─ EventCandidate ─ gates/ ─ pipeline.rs ─ committer.rs ─ Store
-//!  REST (rest.rs) ─┘                              (pure)    (seal, answer)  (group commit)
+//!  gRPC (grpc.rs) ─────────┐
+//!  REST (rest.rs) ─────────┼─ decode.rs ─ EventCandidate ─ gates/ ─ pipeline.rs ─ committer.rs ─ Store
+//!  webhooks/ (verify, map) ┤                              (pure)    (seal, answer)  (group commit)
+//!  batches.rs (streamed) ──┘
 //! ```
 //!
 //! Each front door turns its wire format into [`gates::EventCandidate`]s;
@@ -17,6 +18,7 @@
 //! The [`enrich`] role then takes each stored event from the queue, gives it
 //! its billing context and computes its exact marginal revenue.
 
+pub mod batches;
 pub mod clock;
 pub mod committer;
 pub mod config;
@@ -29,6 +31,7 @@ pub mod metrics;
 pub mod pipeline;
 pub mod rest;
 pub mod server;
+pub mod webhooks;
 
 pub use config::IngestConfig;
 pub use server::IngestServer;

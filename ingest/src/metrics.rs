@@ -26,6 +26,20 @@ struct OutcomeLabels {
     outcome: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DeliveryLabels {
+    /// `namespace/name`, or `(unknown)` for a URL that names no source (so
+    /// that random URLs cannot grow the label set).
+    source: String,
+    outcome: &'static str,
+    reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BatchLabels {
+    status: &'static str,
+}
+
 fn latency_histogram() -> Histogram {
     // 100 µs … ~3.3 s
     Histogram::new(exponential_buckets(0.0001, 2.0, 16))
@@ -45,6 +59,8 @@ pub struct Metrics {
     request_events: Family<DoorLabels, Histogram, fn() -> Histogram>,
     commit_seconds: Family<OutcomeLabels, Histogram, fn() -> Histogram>,
     commit_group_events: Histogram,
+    deliveries: Family<DeliveryLabels, Counter>,
+    batch_rows: Family<BatchLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -95,8 +111,22 @@ impl Metrics {
             "Events and rejections written per group-commit transaction",
             commit_group_events.clone(),
         );
+        let deliveries = Family::<DeliveryLabels, Counter>::default();
+        registry.register(
+            "webhook_deliveries",
+            "Webhook deliveries, by source, outcome (accepted, ignored, rejected) and reason",
+            deliveries.clone(),
+        );
+        let batch_rows = Family::<BatchLabels, Counter>::default();
+        registry.register(
+            "batch_rows",
+            "Rows of batch uploads, by status",
+            batch_rows.clone(),
+        );
         Metrics {
             registry,
+            deliveries,
+            batch_rows,
             context: std::sync::OnceLock::new(),
             events,
             request_seconds,
@@ -121,6 +151,38 @@ impl Metrics {
         for result in &batch.results {
             if let Some(reason) = result.reason {
                 add("REJECTED", reason.as_str(), 1);
+            }
+        }
+    }
+
+    /// Counts one webhook delivery. `source` is `None` when the URL named
+    /// no known source.
+    pub fn count_delivery(
+        &self,
+        source: Option<&str>,
+        outcome: &'static str,
+        reason: &'static str,
+    ) {
+        self.deliveries
+            .get_or_create(&DeliveryLabels {
+                source: source.unwrap_or("(unknown)").to_owned(),
+                outcome,
+                reason,
+            })
+            .inc();
+    }
+
+    /// Counts the rows of a batch chunk by status.
+    pub fn count_batch_rows(&self, accepted: u64, duplicates: u64, rejected: u64) {
+        for (status, n) in [
+            ("ACCEPTED", accepted),
+            ("DUPLICATE", duplicates),
+            ("REJECTED", rejected),
+        ] {
+            if n > 0 {
+                self.batch_rows
+                    .get_or_create(&BatchLabels { status })
+                    .inc_by(n);
             }
         }
     }

@@ -56,14 +56,14 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         ApiError {
             status,
             code,
             message: message.into(),
         }
     }
-    fn bad_query(message: impl Into<String>) -> Self {
+    pub(crate) fn bad_query(message: impl Into<String>) -> Self {
         ApiError::new(StatusCode::BAD_REQUEST, "INVALID_QUERY", message)
     }
 }
@@ -109,11 +109,19 @@ impl From<aforo_store::StoreError> for ApiError {
 }
 
 async fn tenant(state: &RestState, headers: &HeaderMap) -> Result<Tenant, ApiError> {
+    authenticate(&state.auth, headers).await
+}
+
+/// The tenant of the request's API key.
+pub(crate) async fn authenticate(
+    auth: &Authenticator,
+    headers: &HeaderMap,
+) -> Result<Tenant, ApiError> {
     let header = headers
         .get(header::AUTHORIZATION)
         .map(|v| v.to_str().map_err(|_| AuthError::Malformed))
         .transpose()?;
-    Ok(state.auth.authenticate(header).await?)
+    Ok(auth.authenticate(header).await?)
 }
 
 /// The body formats `POST /v1/events` takes.
@@ -153,7 +161,7 @@ fn format_of(headers: &HeaderMap) -> Result<Format, ApiError> {
 
 /// Nesting depth of a JSON text, found without parsing it (so an absurdly
 /// deep body costs a scan, not a recursion).
-fn json_depth(bytes: &[u8]) -> usize {
+pub(crate) fn json_depth(bytes: &[u8]) -> usize {
     let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0usize, false, false);
     for &b in bytes {
         if in_string {
@@ -276,7 +284,7 @@ async fn post_events(
     Ok(Json(outcome_json(&outcome)))
 }
 
-fn outcome_json(outcome: &BatchOutcome) -> Value {
+pub(crate) fn outcome_json(outcome: &BatchOutcome) -> Value {
     let results: Vec<Value> = outcome
         .results
         .iter()
@@ -307,10 +315,10 @@ fn outcome_json(outcome: &BatchOutcome) -> Value {
 }
 
 /// Query parameters, checked by name so a typo is an error, not a silent no-op.
-struct Params(HashMap<String, String>);
+pub(crate) struct Params(HashMap<String, String>);
 
 impl Params {
-    fn new(raw: HashMap<String, String>, allowed: &[&str]) -> Result<Self, ApiError> {
+    pub(crate) fn new(raw: HashMap<String, String>, allowed: &[&str]) -> Result<Self, ApiError> {
         if let Some(unknown) = raw.keys().find(|k| !allowed.contains(&k.as_str())) {
             return Err(ApiError::bad_query(format!(
                 "unknown parameter {unknown:?}; accepted: {}",
@@ -319,10 +327,10 @@ impl Params {
         }
         Ok(Params(raw))
     }
-    fn text(&self, name: &str) -> Option<String> {
+    pub(crate) fn text(&self, name: &str) -> Option<String> {
         self.0.get(name).filter(|v| !v.is_empty()).cloned()
     }
-    fn time(&self, name: &str) -> Result<Option<DateTime<Utc>>, ApiError> {
+    pub(crate) fn time(&self, name: &str) -> Result<Option<DateTime<Utc>>, ApiError> {
         self.text(name)
             .map(|t| {
                 DateTime::parse_from_rfc3339(&t)
@@ -333,7 +341,7 @@ impl Params {
             })
             .transpose()
     }
-    fn cursor(&self) -> Result<Option<i64>, ApiError> {
+    pub(crate) fn cursor(&self) -> Result<Option<i64>, ApiError> {
         self.text("after")
             .map(|c| {
                 c.parse::<i64>().map_err(|_| {
@@ -344,7 +352,7 @@ impl Params {
             })
             .transpose()
     }
-    fn limit(&self) -> Result<u32, ApiError> {
+    pub(crate) fn limit(&self) -> Result<u32, ApiError> {
         match self.text("limit") {
             None => Ok(100),
             Some(l) => match l.parse::<u32>() {

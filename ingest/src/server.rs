@@ -10,6 +10,7 @@ use aforo_store::Store;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 
+use crate::batches::{self, BatchState};
 use crate::clock::Clock;
 use crate::committer::Committer;
 use crate::config::IngestConfig;
@@ -17,6 +18,7 @@ use crate::grpc::IngestGrpc;
 use crate::metrics::Metrics;
 use crate::pipeline::Ingestor;
 use crate::rest::{self, RestState};
+use crate::webhooks::{self, WebhookState, secrets::SecretFiles};
 use aforo_store::auth::Authenticator;
 use aforo_store::cache::CatalogCache;
 
@@ -41,6 +43,8 @@ pub struct IngestServer {
     http: TcpListener,
     grpc: TcpListener,
     rest: RestState,
+    webhooks: WebhookState,
+    batches: BatchState,
     grpc_service: IngestGrpc,
     max_body_bytes: usize,
     extra_http: axum::Router,
@@ -69,15 +73,35 @@ impl IngestServer {
         );
         let ingestor = Arc::new(Ingestor::new(
             committer,
-            catalog,
-            clock,
+            catalog.clone(),
+            clock.clone(),
             config.gates(),
             config.node_name(),
             metrics,
         ));
         let auth = Authenticator::new(store.clone());
         let limits = config.limits();
+        let webhooks = WebhookState::new(
+            ingestor.clone(),
+            store.clone(),
+            catalog,
+            auth.clone(),
+            SecretFiles::new(config.secrets_dir.clone()),
+            clock.clone(),
+            config.node_name(),
+            config.max_body_bytes,
+        );
+        let batches = BatchState {
+            ingestor: ingestor.clone(),
+            store: store.clone(),
+            auth: auth.clone(),
+            clock: clock.clone(),
+            max_row_bytes: config.max_body_bytes,
+            max_json_depth: config.max_json_depth,
+        };
         Ok(IngestServer {
+            webhooks,
+            batches,
             http,
             grpc,
             rest: RestState {
@@ -159,7 +183,10 @@ impl IngestServer {
                 stopped(stop_rx.clone()),
             );
 
-        let app = rest::router(self.rest).merge(self.extra_http);
+        let app = rest::router(self.rest)
+            .merge(webhooks::router(self.webhooks))
+            .merge(batches::router(self.batches))
+            .merge(self.extra_http);
         let http = axum::serve(self.http, app).with_graceful_shutdown(stopped(stop_rx));
 
         let (grpc, http) = tokio::join!(grpc, async { http.await.map_err(ServeError::Http) });

@@ -24,16 +24,19 @@ pub mod cache;
 pub mod context;
 pub mod enrichment;
 mod error;
+pub mod intake;
 mod migrate;
 mod model;
 mod pg_billing;
 mod pg_catalog;
 mod pg_enrichment;
+mod pg_intake;
 mod postgres;
 mod sqlite;
 mod sqlite_billing;
 mod sqlite_catalog;
 mod sqlite_enrichment;
+mod sqlite_intake;
 
 use std::sync::Arc;
 
@@ -43,6 +46,10 @@ use uuid::Uuid;
 
 pub use enrichment::{EnrichmentClaim, HourRow, LedgerLine, RevenueQuery, RevenueRow};
 pub use error::StoreError;
+pub use intake::{
+    Batch, BatchResultChunk, BatchStatus, NewWebhookRejection, StoredWebhookRejection,
+    WebhookRejectionQuery,
+};
 pub use model::{
     AppliedCatalog, CatalogVersion, CommitBatch, CommitOutcome, Customer, CustomerInput,
     EventQuery, NewCatalogVersion, NewEvent, NewRejection, Page, RejectionQuery, StoredEvent,
@@ -160,6 +167,45 @@ pub trait Store: Send + Sync + 'static {
     async fn ledger_of(&self, tenant: Uuid, events: &[Uuid]) -> Result<Vec<LedgerLine>>;
     /// Revenue and cost by hour of event time.
     async fn revenue_by_hour(&self, tenant: Uuid, query: &RevenueQuery) -> Result<Vec<HourRow>>;
+    /// Stores a webhook delivery that did not become events.
+    async fn record_webhook_rejection(&self, rejection: &NewWebhookRejection) -> Result<()>;
+    /// A tenant's rejected webhook deliveries, oldest first.
+    async fn list_webhook_rejections(
+        &self,
+        tenant: Uuid,
+        query: &WebhookRejectionQuery,
+    ) -> Result<Page<StoredWebhookRejection>>;
+
+    /// Records a new batch upload (status RUNNING, counters zero).
+    async fn create_batch(&self, batch: &Batch) -> Result<()>;
+    /// Appends the results of the batch's next rows and adds their counts to
+    /// the batch, in one transaction. Chunks are numbered from 0; appending
+    /// a number that exists fails with [`StoreError::Conflict`].
+    async fn append_batch_results(
+        &self,
+        tenant: Uuid,
+        batch: Uuid,
+        chunk: &BatchResultChunk,
+    ) -> Result<()>;
+    /// Marks a RUNNING batch COMPLETE or FAILED.
+    async fn finish_batch(
+        &self,
+        tenant: Uuid,
+        batch: Uuid,
+        status: BatchStatus,
+        error: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> Result<()>;
+    async fn batch(&self, tenant: Uuid, batch: Uuid) -> Result<Option<Batch>>;
+    /// Up to `limit` result chunks of a batch after chunk `after`, in order.
+    async fn batch_results(
+        &self,
+        tenant: Uuid,
+        batch: Uuid,
+        after: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<BatchResultChunk>>;
+
     /// Every running total of a subscription.
     async fn running_totals_of(
         &self,

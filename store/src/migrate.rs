@@ -32,6 +32,16 @@ pub(crate) const POSTGRES: &[Migration] = &[
         name: "billing",
         sql: include_str!("../migrations/postgres/0004_billing.sql"),
     },
+    Migration {
+        version: 5,
+        name: "webhook_rejections",
+        sql: include_str!("../migrations/postgres/0005_webhook_rejections.sql"),
+    },
+    Migration {
+        version: 6,
+        name: "batches",
+        sql: include_str!("../migrations/postgres/0006_batches.sql"),
+    },
 ];
 
 pub(crate) const SQLITE: &[Migration] = &[
@@ -54,6 +64,16 @@ pub(crate) const SQLITE: &[Migration] = &[
         version: 4,
         name: "billing",
         sql: include_str!("../migrations/sqlite/0004_billing.sql"),
+    },
+    Migration {
+        version: 5,
+        name: "webhook_rejections",
+        sql: include_str!("../migrations/sqlite/0005_webhook_rejections.sql"),
+    },
+    Migration {
+        version: 6,
+        name: "batches",
+        sql: include_str!("../migrations/sqlite/0006_batches.sql"),
     },
 ];
 

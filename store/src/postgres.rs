@@ -580,6 +580,49 @@ impl Store for PgStore {
     ) -> Result<Vec<crate::HourRow>> {
         self.pg_revenue_by_hour(tenant, query).await
     }
+    async fn record_webhook_rejection(&self, rejection: &crate::NewWebhookRejection) -> Result<()> {
+        self.pg_record_webhook_rejection(rejection).await
+    }
+    async fn list_webhook_rejections(
+        &self,
+        tenant: Uuid,
+        query: &crate::WebhookRejectionQuery,
+    ) -> Result<Page<crate::StoredWebhookRejection>> {
+        self.pg_list_webhook_rejections(tenant, query).await
+    }
+    async fn create_batch(&self, batch: &crate::Batch) -> Result<()> {
+        self.pg_create_batch(batch).await
+    }
+    async fn append_batch_results(
+        &self,
+        tenant: Uuid,
+        batch: Uuid,
+        chunk: &crate::BatchResultChunk,
+    ) -> Result<()> {
+        self.pg_append_batch_results(tenant, batch, chunk).await
+    }
+    async fn finish_batch(
+        &self,
+        tenant: Uuid,
+        batch: Uuid,
+        status: crate::BatchStatus,
+        error: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> Result<()> {
+        self.pg_finish_batch(tenant, batch, status, error, at).await
+    }
+    async fn batch(&self, tenant: Uuid, batch: Uuid) -> Result<Option<crate::Batch>> {
+        self.pg_batch(tenant, batch).await
+    }
+    async fn batch_results(
+        &self,
+        tenant: Uuid,
+        batch: Uuid,
+        after: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<crate::BatchResultChunk>> {
+        self.pg_batch_results(tenant, batch, after, limit).await
+    }
     async fn running_totals_of(
         &self,
         tenant: Uuid,

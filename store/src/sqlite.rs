@@ -513,6 +513,50 @@ impl Store for SqliteStore {
     ) -> Result<Vec<crate::HourRow>> {
         self.sqlite_revenue_by_hour(tenant, query).await
     }
+    async fn record_webhook_rejection(&self, rejection: &crate::NewWebhookRejection) -> Result<()> {
+        self.sqlite_record_webhook_rejection(rejection).await
+    }
+    async fn list_webhook_rejections(
+        &self,
+        tenant: Uuid,
+        query: &crate::WebhookRejectionQuery,
+    ) -> Result<Page<crate::StoredWebhookRejection>> {
+        self.sqlite_list_webhook_rejections(tenant, query).await
+    }
+    async fn create_batch(&self, batch: &crate::Batch) -> Result<()> {
+        self.sqlite_create_batch(batch).await
+    }
+    async fn append_batch_results(
+        &self,
+        tenant: Uuid,
+        batch: Uuid,
+        chunk: &crate::BatchResultChunk,
+    ) -> Result<()> {
+        self.sqlite_append_batch_results(tenant, batch, chunk).await
+    }
+    async fn finish_batch(
+        &self,
+        tenant: Uuid,
+        batch: Uuid,
+        status: crate::BatchStatus,
+        error: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> Result<()> {
+        self.sqlite_finish_batch(tenant, batch, status, error, at)
+            .await
+    }
+    async fn batch(&self, tenant: Uuid, batch: Uuid) -> Result<Option<crate::Batch>> {
+        self.sqlite_batch(tenant, batch).await
+    }
+    async fn batch_results(
+        &self,
+        tenant: Uuid,
+        batch: Uuid,
+        after: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<crate::BatchResultChunk>> {
+        self.sqlite_batch_results(tenant, batch, after, limit).await
+    }
     async fn running_totals_of(
         &self,
         tenant: Uuid,

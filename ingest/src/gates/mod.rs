@@ -49,7 +49,7 @@ impl Default for GateConfig {
 
 /// An event as it arrived, before any gate: every field may be missing or
 /// malformed. Front doors build candidates; only the gates judge them.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct EventCandidate {
     pub id: Option<String>,
     pub source: Option<String>,
