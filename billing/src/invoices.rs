@@ -127,7 +127,7 @@ impl InvoiceApi {
         }
         let _one = self.running.lock().await;
         let report = run(
-            self.store.as_ref(),
+            &self.store,
             &self.config,
             &RunRequest {
                 tenant,

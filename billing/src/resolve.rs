@@ -20,6 +20,7 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
+use uuid::Uuid;
 
 /// One stored catalog version, parsed, with the charges it has prepared.
 /// Versions never change, so an enricher keeps them for good.
@@ -244,22 +245,48 @@ pub fn resolve(event: &StoredEvent, ctx: &TenantContext) -> EnrichmentOutcome {
 /// run reprices with it when its allowance differs from the plan's.
 pub type PricedIntent = (LedgerIntent, Arc<RatingFunction>);
 
+/// What resolution reads of an event.
+#[derive(Clone, Copy, Debug)]
+pub struct EventView<'a> {
+    pub tenant: Uuid,
+    pub event_type: &'a str,
+    pub customer: &'a str,
+    pub time: DateTime<Utc>,
+    pub properties: &'a Map<String, Value>,
+}
+
+impl<'a> EventView<'a> {
+    pub fn of(event: &'a StoredEvent) -> Self {
+        EventView {
+            tenant: event.tenant,
+            event_type: &event.event.event_type,
+            customer: &event.event.customer,
+            time: event.event.time,
+            properties: &event.event.properties,
+        }
+    }
+}
+
 /// Resolves one event, keeping each intent's rating function.
 pub fn resolve_priced(
     event: &StoredEvent,
     ctx: &TenantContext,
 ) -> (EnrichmentState, Vec<PricedIntent>) {
-    let e = &event.event;
+    resolve_view(EventView::of(event), ctx)
+}
+
+/// Resolves what the bill run reads of an event.
+pub fn resolve_view(e: EventView<'_>, ctx: &TenantContext) -> (EnrichmentState, Vec<PricedIntent>) {
     let Some(catalog) = ctx.catalog_at(e.time) else {
         return (EnrichmentState::Unmetered, vec![]);
     };
-    let meters: Vec<(&String, &MeterSpec)> = catalog.snapshot.meters_for(&e.event_type).collect();
+    let meters: Vec<(&String, &MeterSpec)> = catalog.snapshot.meters_for(e.event_type).collect();
     if meters.is_empty() {
         return (EnrichmentState::Unmetered, vec![]);
     }
     let in_force = ctx
         .subscriptions
-        .get(&e.customer)
+        .get(e.customer)
         .into_iter()
         .flatten()
         .find_map(|s| s.plan_at(e.time).map(|plan| (s, plan)));
@@ -284,7 +311,7 @@ pub fn resolve_priced(
         let (aggregation, contribution) = match &rating.percentage {
             // A percentage charge's quantity is money: the event's own charge.
             Some(rule) => {
-                let Some(amount) = read_path(&e.properties, &format!("$.{}", rule.amount_property))
+                let Some(amount) = read_path(e.properties, &format!("$.{}", rule.amount_property))
                     .and_then(as_decimal)
                 else {
                     continue;
@@ -292,7 +319,7 @@ pub fn resolve_priced(
                 let charge = rule.event_charge(amount);
                 (AggregationInput::Sum(charge), Decimal::ONE)
             }
-            None => match input(meter, &e.properties) {
+            None => match input(meter, e.properties) {
                 Some(found) => found,
                 None => continue,
             },
@@ -301,7 +328,7 @@ pub fn resolve_priced(
             .by_dimension
             .as_ref()
             .and_then(|(d, _)| meter.group_by.get(d))
-            .and_then(|path| read_path(&e.properties, path))
+            .and_then(|path| read_path(e.properties, path))
             .map(|v| {
                 v.as_str()
                     .map(str::to_owned)
@@ -319,7 +346,7 @@ pub fn resolve_priced(
         intents.push((
             LedgerIntent {
                 key: TotalKey {
-                    tenant: event.tenant,
+                    tenant: e.tenant,
                     subscription: subscription.id,
                     meter: name.clone(),
                     dimension: dimension.unwrap_or_default(),
@@ -328,7 +355,7 @@ pub fn resolve_priced(
                 },
                 input: aggregation,
                 price,
-                customer: e.customer.clone(),
+                customer: e.customer.to_owned(),
                 rate_plan: plan_name.to_owned(),
                 catalog_version: catalog.version,
                 currency: plan.currency.clone(),

@@ -7,6 +7,19 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
+/// What a bill run reads of a stored event: only what resolution, the
+/// cut-off and lineage need (decoding whole events was most of a run's CPU).
+#[derive(Clone, Debug, PartialEq)]
+pub struct BillEvent {
+    pub stored_id: Uuid,
+    pub event_type: String,
+    pub customer: String,
+    pub time: DateTime<Utc>,
+    pub properties: serde_json::Map<String, serde_json::Value>,
+    pub validation_hash: String,
+    pub received_at: DateTime<Utc>,
+}
+
 /// An invoice to settle: numbered by the store, written with its lineage
 /// and deliveries in one transaction.
 #[derive(Clone, Debug)]

@@ -231,7 +231,7 @@ pub trait Store: Send + Sync + 'static {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
         stored_until: DateTime<Utc>,
-    ) -> Result<Vec<StoredEvent>>;
+    ) -> Result<Vec<billing::BillEvent>>;
     /// Events by stored id, in stored order; unknown ids are left out.
     async fn events_by_ids(&self, tenant: Uuid, ids: &[Uuid]) -> Result<Vec<StoredEvent>>;
     /// Numbers and writes invoices, each with its lineage and deliveries,

@@ -8,7 +8,7 @@ use sqlx::postgres::PgRow;
 use uuid::Uuid;
 
 use crate::billing::{
-    BillRunRecord, Delivery, InvoiceQuery, NewInvoice, SettleOutcome, StoredInvoice,
+    BillEvent, BillRunRecord, Delivery, InvoiceQuery, NewInvoice, SettleOutcome, StoredInvoice,
     SubscriptionDiscount, invoice_number, pack_ids, unpack_ids,
 };
 use crate::enrichment::{TotalKey, TotalState};
@@ -71,24 +71,38 @@ impl PgStore {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
         stored_until: DateTime<Utc>,
-    ) -> Result<Vec<StoredEvent>> {
-        let sql = concat!(
-            "SELECT ",
-            event_columns!(),
-            " FROM events e
-             WHERE e.tenant_id = $1 AND e.customer = ANY($2)
-               AND e.time >= $3 AND e.time < $4 AND e.received_at <= $5
-             ORDER BY e.id"
-        );
-        let rows = sqlx::query(sql)
-            .bind(tenant)
-            .bind(customers)
-            .bind(from)
-            .bind(to)
-            .bind(stored_until)
-            .fetch_all(self.pool())
-            .await?;
-        rows.iter().map(event_from_row).collect()
+    ) -> Result<Vec<BillEvent>> {
+        let rows = sqlx::query(
+            "SELECT id, type, customer, time, properties::text AS properties, validation_hash,
+                 received_at
+             FROM events
+             WHERE tenant_id = $1 AND customer = ANY($2)
+               AND time >= $3 AND time < $4 AND received_at <= $5
+             ORDER BY id",
+        )
+        .bind(tenant)
+        .bind(customers)
+        .bind(from)
+        .bind(to)
+        .bind(stored_until)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let properties: &str = r.try_get("properties")?;
+                Ok(BillEvent {
+                    stored_id: r.try_get("id")?,
+                    event_type: r.try_get("type")?,
+                    customer: r.try_get("customer")?,
+                    time: r.try_get("time")?,
+                    properties: serde_json::from_str(properties).map_err(|e| {
+                        StoreError::Corrupt(format!("properties of a stored event: {e}"))
+                    })?,
+                    validation_hash: r.try_get("validation_hash")?,
+                    received_at: r.try_get("received_at")?,
+                })
+            })
+            .collect()
     }
 
     pub(crate) async fn pg_events_by_ids(

@@ -645,7 +645,7 @@ impl Store for PgStore {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
         stored_until: DateTime<Utc>,
-    ) -> Result<Vec<StoredEvent>> {
+    ) -> Result<Vec<crate::billing::BillEvent>> {
         self.pg_bill_events(tenant, customers, from, to, stored_until)
             .await
     }

@@ -579,7 +579,7 @@ impl Store for SqliteStore {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
         stored_until: DateTime<Utc>,
-    ) -> Result<Vec<StoredEvent>> {
+    ) -> Result<Vec<crate::billing::BillEvent>> {
         self.sqlite_bill_events(tenant, customers, from, to, stored_until)
             .await
     }

@@ -8,7 +8,7 @@ use sqlx::sqlite::SqliteRow;
 use uuid::Uuid;
 
 use crate::billing::{
-    BillRunRecord, Delivery, InvoiceQuery, NewInvoice, SettleOutcome, StoredInvoice,
+    BillEvent, BillRunRecord, Delivery, InvoiceQuery, NewInvoice, SettleOutcome, StoredInvoice,
     SubscriptionDiscount, invoice_number, pack_ids, unpack_ids,
 };
 use crate::enrichment::{TotalKey, TotalState};
@@ -70,24 +70,37 @@ impl SqliteStore {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
         stored_until: DateTime<Utc>,
-    ) -> Result<Vec<StoredEvent>> {
-        let sql = concat!(
-            "SELECT ",
-            event_columns!(),
-            " FROM events e
-             WHERE e.tenant_id = ?1 AND e.customer IN (SELECT value FROM json_each(?2))
-               AND e.time >= ?3 AND e.time < ?4 AND e.received_at <= ?5
-             ORDER BY e.id"
-        );
-        let rows = sqlx::query(sql)
-            .bind(tenant.to_string())
-            .bind(serde_json::to_string(customers).unwrap_or_default())
-            .bind(us(from))
-            .bind(us(to))
-            .bind(us(stored_until))
-            .fetch_all(self.readers())
-            .await?;
-        rows.iter().map(event_from_row).collect()
+    ) -> Result<Vec<BillEvent>> {
+        let rows = sqlx::query(
+            "SELECT id, type, customer, time, properties, validation_hash, received_at
+             FROM events
+             WHERE tenant_id = ?1 AND customer IN (SELECT value FROM json_each(?2))
+               AND time >= ?3 AND time < ?4 AND received_at <= ?5
+             ORDER BY id",
+        )
+        .bind(tenant.to_string())
+        .bind(serde_json::to_string(customers).unwrap_or_default())
+        .bind(us(from))
+        .bind(us(to))
+        .bind(us(stored_until))
+        .fetch_all(self.readers())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let properties: &str = r.try_get("properties")?;
+                Ok(BillEvent {
+                    stored_id: uuid(r.try_get("id")?)?,
+                    event_type: r.try_get("type")?,
+                    customer: r.try_get("customer")?,
+                    time: time(r.try_get("time")?)?,
+                    properties: serde_json::from_str(properties).map_err(|e| {
+                        StoreError::Corrupt(format!("properties of a stored event: {e}"))
+                    })?,
+                    validation_hash: r.try_get("validation_hash")?,
+                    received_at: time(r.try_get("received_at")?)?,
+                })
+            })
+            .collect()
     }
 
     pub(crate) async fn sqlite_events_by_ids(

@@ -306,7 +306,7 @@ async fn main() -> anyhow::Result<()> {
 
     let started = Instant::now();
     let report = run(
-        store.as_ref(),
+        &store,
         &BillRunConfig::default(),
         &RunRequest {
             tenant: tenant.id,

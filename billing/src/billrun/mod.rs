@@ -453,4 +453,6 @@ pub(crate) fn decimal(field: &str, value: &str) -> Result<Decimal, String> {
 #[cfg(test)]
 pub(crate) mod fixtures;
 #[cfg(test)]
+mod properties;
+#[cfg(test)]
 mod worked_examples;

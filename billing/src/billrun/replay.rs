@@ -175,7 +175,7 @@ pub async fn replay(
                         original.cutoff,
                     )
                     .await?;
-                let mut usage = usage_by_period(&events, &rc.ctx);
+                let mut usage = usage_by_period(tenant, &events, &rc.ctx);
                 let earlier: Vec<Invoice> = rc
                     .invoices
                     .get(&sub.id)

@@ -16,9 +16,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use aforo_crds::compile::CatalogSnapshot;
+use aforo_store::billing::BillEvent;
 use aforo_store::billing::{BillRunRecord, InvoiceQuery, NewInvoice, SettleOutcome};
 use aforo_store::enrichment::{EnrichmentState, TotalKey, TotalState};
-use aforo_store::{Store, StoreError, StoredEvent, Subscription};
+use aforo_store::{Store, StoreError, Subscription};
 use chrono::{DateTime, Duration, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
@@ -29,7 +30,7 @@ use super::{
     TaxTable, UsageItem, bill_with_aggregates,
 };
 use crate::period::{period_start, step};
-use crate::resolve::{CatalogAt, TenantContext, resolve_priced};
+use crate::resolve::{CatalogAt, EventView, TenantContext, resolve_view};
 
 /// How a bill run is set up.
 #[derive(Clone, Debug)]
@@ -255,22 +256,31 @@ pub fn period_from(
 
 /// Resolves events to usage items, grouped by (subscription, period start).
 pub fn usage_by_period(
-    events: &[StoredEvent],
+    tenant: Uuid,
+    events: &[BillEvent],
     ctx: &TenantContext,
 ) -> HashMap<(Uuid, DateTime<Utc>), Vec<UsageItem>> {
     let mut out: HashMap<(Uuid, DateTime<Utc>), Vec<UsageItem>> = HashMap::new();
     for event in events {
-        let (state, priced) = resolve_priced(event, ctx);
+        let view = EventView {
+            tenant,
+            event_type: &event.event_type,
+            customer: &event.customer,
+            time: event.time,
+            properties: &event.properties,
+        };
+        let (state, priced) = resolve_view(view, ctx);
         if state != EnrichmentState::Enriched {
             continue;
         }
+        let hash: Arc<str> = Arc::from(event.validation_hash.as_str());
         for (intent, function) in priced {
             out.entry((intent.key.subscription, intent.key.period_start))
                 .or_default()
                 .push(UsageItem {
                     event: event.stored_id,
-                    validation_hash: Arc::from(event.validation_hash.as_str()),
-                    time: event.event.time,
+                    validation_hash: Arc::clone(&hash),
+                    time: event.time,
                     stored_at: event.received_at,
                     intent,
                     function,
@@ -543,7 +553,7 @@ pub(crate) fn new_invoice(invoice: &Invoice, bill_run: Uuid) -> NewInvoice {
 
 /// Runs a bill run and records it.
 pub async fn run(
-    store: &dyn Store,
+    store: &Arc<dyn Store>,
     config: &BillRunConfig,
     request: &RunRequest,
 ) -> Result<RunReport, RunError> {
@@ -563,7 +573,7 @@ pub async fn run(
         cutoff: request.cutoff,
         ..Default::default()
     };
-    let mut rc = RunContext::load(store, tenant, request.cutoff).await?;
+    let mut rc = RunContext::load(store.as_ref(), tenant, request.cutoff).await?;
 
     // What is due, per customer.
     let mut due: BTreeMap<String, Vec<Due>> = BTreeMap::new();
@@ -603,7 +613,7 @@ pub async fn run(
         }
     }
     let Some(first) = due.values().flatten().map(|d| d.period.start).min() else {
-        return finish(store, report, started_at).await;
+        return finish(store.as_ref(), report, started_at).await;
     };
     let last = due
         .values()
@@ -618,23 +628,43 @@ pub async fn run(
         .collect();
 
     let customers: Vec<String> = due.keys().cloned().collect();
-    for chunk in customers.chunks(config.chunk.max(1)) {
+    let chunks: Vec<Vec<String>> = customers
+        .chunks(config.chunk.max(1))
+        .map(<[String]>::to_vec)
+        .collect();
+    // Reading a chunk's events (PostgreSQL's work, and decoding them) runs
+    // in a task of its own while the previous chunk is billed: on two cores
+    // the database and the stages overlap.
+    let read = |chunk: &Vec<String>| {
         let from = chunk
             .iter()
             .flat_map(|c| due[c].iter().map(|d| d.period.start))
             .min()
             .unwrap_or(first);
-        let read_from = from - config.late_window;
         let to = chunk
             .iter()
             .flat_map(|c| due[c].iter().map(|d| d.period.end))
             .max()
             .unwrap_or(from);
-        let events = store
-            .bill_events(tenant, chunk, read_from, to, request.cutoff)
-            .await?;
+        let store = Arc::clone(store);
+        let chunk = chunk.clone();
+        let read_from = from - config.late_window;
+        let cutoff = request.cutoff;
+        tokio::spawn(async move {
+            store
+                .bill_events(tenant, &chunk, read_from, to, cutoff)
+                .await
+        })
+    };
+    let mut next = chunks.first().map(read);
+    for (n, chunk) in chunks.iter().enumerate() {
+        let Some(reading) = next.take() else { break };
+        let events = reading
+            .await
+            .map_err(|e| RunError::Document("reading events".into(), e.to_string()))??;
+        next = chunks.get(n + 1).map(read);
         report.events_read += events.len() as u64;
-        let mut usage = usage_by_period(&events, &rc.ctx);
+        let mut usage = usage_by_period(tenant, &events, &rc.ctx);
         drop(events);
         let mut batch: Vec<(Invoice, Vec<Aggregated>)> = Vec::new();
         let mut failed: BTreeSet<Uuid> = BTreeSet::new();
@@ -730,7 +760,7 @@ pub async fn run(
             }
         }
     }
-    finish(store, report, started_at).await
+    finish(store.as_ref(), report, started_at).await
 }
 
 async fn finish(
