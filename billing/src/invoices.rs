@@ -17,6 +17,7 @@ use uuid::Uuid;
 
 use crate::billrun::audit::{self, AuditExport};
 use crate::billrun::deliver::deliver_due;
+use crate::billrun::merkle;
 use crate::billrun::replay::{ReplayResult, replay};
 use crate::billrun::runner::{BillRunConfig, RunError, RunReport, RunRequest, parse_invoice, run};
 use crate::billrun::{Invoice, Line};
@@ -74,6 +75,19 @@ pub struct Attribution {
     pub events: u64,
     pub quantity: Decimal,
     pub revenue: Decimal,
+}
+
+/// Where an event was billed, and the proof that it is in that line's root.
+#[derive(Clone, Debug, Serialize)]
+pub struct EventProof {
+    pub event: Uuid,
+    pub validation_hash: String,
+    pub invoice: Uuid,
+    pub number: String,
+    pub line: u32,
+    pub merkle_root: String,
+    pub leaf: String,
+    pub proof: merkle::Proof,
 }
 
 #[derive(Clone)]
@@ -300,6 +314,63 @@ impl InvoiceApi {
             }
         }
         Ok(groups.into_values().collect())
+    }
+
+    /// The Merkle proof of one stored event: the invoice line it was billed
+    /// on, the line's root, the event's leaf and its audit path.
+    pub async fn proof(&self, tenant: Uuid, event: Uuid) -> Result<EventProof, InvoiceError> {
+        let found = self
+            .store
+            .events_by_ids(tenant, &[event])
+            .await?
+            .pop()
+            .ok_or_else(|| InvoiceError::NotFound(format!("no stored event {event}")))?;
+        let query = InvoiceQuery {
+            customer: Some(found.event.customer.clone()),
+            ..Default::default()
+        };
+        for stored in self.store.invoices(tenant, &query).await? {
+            let invoice = parse_invoice(&stored)?;
+            for line in &invoice.lines {
+                if line.event_count == 0 || !line.period.contains(found.event.time) {
+                    continue;
+                }
+                let ids = self
+                    .store
+                    .line_events(tenant, stored.id, line.number)
+                    .await?
+                    .unwrap_or_default();
+                let Some(index) = ids.iter().position(|id| *id == event) else {
+                    continue;
+                };
+                let mut hashes: BTreeMap<Uuid, String> = BTreeMap::new();
+                for chunk in ids.chunks(5000) {
+                    for e in self.store.events_by_ids(tenant, chunk).await? {
+                        hashes.insert(e.stored_id, e.validation_hash);
+                    }
+                }
+                let leaves: Vec<_> = ids
+                    .iter()
+                    .map(|id| merkle::leaf(*id, hashes.get(id).map_or("", String::as_str)))
+                    .collect();
+                let proof = merkle::proof(&leaves, index).ok_or_else(|| {
+                    InvoiceError::Run(format!("no proof for leaf {index} of {}", leaves.len()))
+                })?;
+                return Ok(EventProof {
+                    event,
+                    validation_hash: found.validation_hash.clone(),
+                    invoice: stored.id,
+                    number: stored.number.clone(),
+                    line: line.number,
+                    merkle_root: line.merkle_root.clone().unwrap_or_default(),
+                    leaf: hex::encode(leaves[index]),
+                    proof,
+                });
+            }
+        }
+        Err(InvoiceError::NotFound(format!(
+            "event {event} is not on any invoice yet"
+        )))
     }
 
     pub async fn audit(&self, tenant: &Tenant, invoice: &str) -> Result<AuditExport, InvoiceError> {

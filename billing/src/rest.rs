@@ -23,6 +23,8 @@
 //! | `GET /v1/invoices/{id}/lines/{n}/events?offset=&limit=` | the events behind a line |
 //! | `GET /v1/invoices/{id}/lines/{n}/attribution` | a line's usage by source and tier |
 //! | `GET /v1/invoices/{id}/audit?format=json\|csv` | the audit export |
+//! | `GET /v1/invoices/{id}/lines` | an invoice's lines |
+//! | `GET /v1/events/{id}/proof` | where an event was billed, with its Merkle proof |
 //! | `POST /v1/subscriptions/{id}/discounts` | `{"percent" or "amount", "valid_from"?, "valid_until"?}` |
 
 use std::sync::Arc;
@@ -89,6 +91,8 @@ pub fn router(state: BillingState) -> Router {
             get(line_attribution),
         )
         .route("/v1/invoices/{invoice}/audit", get(audit_export))
+        .route("/v1/invoices/{invoice}/lines", get(invoice_lines))
+        .route("/v1/events/{id}/proof", get(event_proof))
         .route("/v1/subscriptions/{id}/discounts", post(add_discount))
         .with_state(state)
 }
@@ -998,4 +1002,30 @@ async fn add_discount(
         "valid_from": d.valid_from.as_ref().map(time),
         "valid_until": d.valid_until.as_ref().map(time),
     })))
+}
+
+async fn invoice_lines(
+    State(state): State<BillingState>,
+    headers: HeaderMap,
+    Path(invoice): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let tenant = tenant(&state, &headers).await?;
+    let (stored, parsed) = state.invoices.get(tenant.id, &invoice).await?;
+    Ok(Json(json!({
+        "invoice": stored.id,
+        "number": stored.number,
+        "currency": stored.currency,
+        "lines": parsed.lines,
+    })))
+}
+
+async fn event_proof(
+    State(state): State<BillingState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let tenant = tenant(&state, &headers).await?;
+    let event = parse_uuid("event", &Some(id))?.ok_or_else(|| invalid("no event"))?;
+    let proof = state.invoices.proof(tenant.id, event).await?;
+    Ok(Json(serde_json::to_value(&proof).unwrap_or_default()))
 }

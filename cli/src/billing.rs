@@ -181,6 +181,14 @@ pub enum AuditCommand {
         #[command(flatten)]
         server: Server,
     },
+    /// Where one stored event was billed, with its Merkle proof.
+    Proof {
+        /// The event's stored id.
+        #[arg(long)]
+        event: String,
+        #[command(flatten)]
+        server: Server,
+    },
     /// Recompute every hash, proof and root of a JSON export; name what does
     /// not match. Reads the tenant's validation key from the store.
     Verify {
@@ -394,6 +402,12 @@ pub async fn audit(command: AuditCommand) -> anyhow::Result<ExitCode> {
                     .with_context(|| format!("cannot write {}", file.display()))?,
                 None => std::io::stdout().write_all(&body)?,
             }
+        }
+        AuditCommand::Proof { event, server } => {
+            let r = Client::new(&server)?
+                .get(&format!("/v1/events/{event}/proof"), &[])
+                .await?;
+            println!("{}", pretty(&r));
         }
         AuditCommand::Verify { file, store } => {
             let text = std::fs::read_to_string(&file)

@@ -399,6 +399,33 @@ async fn bill_run_end_to_end(backend: Backend) {
         }
     }
 
+    // Any billed event's proof leads from its leaf to its line's root.
+    let (_, events) = server
+        .get("/v1/invoices/INV-000001/lines/1/events?offset=3&limit=2")
+        .await;
+    assert_eq!(events["total"], 50, "{events}");
+    assert_eq!(events["next_offset"], 5, "{events}");
+    let picked = events["events"][0]["stored_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let out = ok(&server, &["audit", "proof", "--event", &picked]).await;
+    let proof: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(proof["number"], "INV-000001");
+    assert_eq!(proof["line"], 1);
+    assert_eq!(proof["proof"]["index"], 3);
+    assert_eq!(proof["merkle_root"], usage[0]["merkle_root"]);
+    let leaf = aforo_billing::billrun::merkle::leaf(
+        picked.parse().unwrap(),
+        proof["validation_hash"].as_str().unwrap(),
+    );
+    let path: aforo_billing::billrun::merkle::Proof =
+        serde_json::from_value(proof["proof"].clone()).unwrap();
+    assert_eq!(
+        aforo_billing::billrun::merkle::root_from_proof(leaf, &path).as_deref(),
+        usage[0]["merkle_root"].as_str()
+    );
+
     // A late September event: an adjustment on October's invoice; the
     // closed September invoice does not change by a byte.
     let before = invoice(&server, "INV-000001").await["document"].clone();
