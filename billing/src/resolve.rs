@@ -31,6 +31,8 @@ pub struct CatalogAt {
     pub snapshot: CatalogSnapshot,
     /// Rate plan name → meter name → its charge, prepared (or none).
     prepared: Mutex<HashMap<String, PlanCharges>>,
+    /// Event type → the names of the meters that take it.
+    by_type: HashMap<String, Vec<String>>,
 }
 
 /// Meter name → the plan's charge for it, prepared (or none).
@@ -85,12 +87,25 @@ impl CatalogAt {
         effective_from: Option<DateTime<Utc>>,
         snapshot: CatalogSnapshot,
     ) -> Self {
+        let mut by_type: HashMap<String, Vec<String>> = HashMap::new();
+        for (name, meter) in &snapshot.meters {
+            by_type
+                .entry(meter.event_type.clone())
+                .or_default()
+                .push(name.clone());
+        }
         CatalogAt {
             version,
             effective_from,
             snapshot,
             prepared: Mutex::default(),
+            by_type,
         }
+    }
+
+    /// The names of the meters that take events of `event_type`.
+    pub fn meters_for(&self, event_type: &str) -> &[String] {
+        self.by_type.get(event_type).map_or(&[], Vec::as_slice)
     }
 
     /// The rating and terms of `plan`'s charge for `meter`, parsed once.
@@ -170,6 +185,9 @@ pub fn read_path<'a>(properties: &'a Map<String, Value>, path: &str) -> Option<&
 /// A JSON number or decimal string as an exact decimal.
 pub fn as_decimal(value: &Value) -> Option<Decimal> {
     match value {
+        // Integers (most quantities) without going through text.
+        Value::Number(n) if n.is_i64() => n.as_i64().map(Decimal::from),
+        Value::Number(n) if n.is_u64() => n.as_u64().map(Decimal::from),
         Value::Number(n) => Decimal::from_str(&n.to_string())
             .or_else(|_| Decimal::from_scientific(&n.to_string()))
             .ok(),
@@ -280,7 +298,7 @@ pub fn resolve_view(e: EventView<'_>, ctx: &TenantContext) -> (EnrichmentState, 
     let Some(catalog) = ctx.catalog_at(e.time) else {
         return (EnrichmentState::Unmetered, vec![]);
     };
-    let meters: Vec<(&String, &MeterSpec)> = catalog.snapshot.meters_for(e.event_type).collect();
+    let meters = catalog.meters_for(e.event_type);
     if meters.is_empty() {
         return (EnrichmentState::Unmetered, vec![]);
     }
@@ -303,7 +321,10 @@ pub fn resolve_view(e: EventView<'_>, ctx: &TenantContext) -> (EnrichmentState, 
         e.time,
     );
     let mut intents = Vec::new();
-    for (name, meter) in meters {
+    for name in meters {
+        let Some(meter) = catalog.snapshot.meters.get(name) else {
+            continue;
+        };
         let Some(prepared) = catalog.prepared(plan_name, plan, name, meter) else {
             continue;
         };

@@ -15,6 +15,11 @@ mod roles;
 
 use clap::{Parser, Subcommand};
 
+// glibc's allocator spent a third of a bill run's CPU on its free lists
+// (bench/README.md); mimalloc does not.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "aforo",

@@ -27,6 +27,9 @@ use rand::{Rng, SeedableRng};
 use sqlx::{Connection, PgConnection};
 use uuid::Uuid;
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(about = "A bill run over N subscriptions × 5 meters and M events")]
 struct Args {
@@ -346,6 +349,11 @@ async fn main() -> anyhow::Result<()> {
         report.events_read,
         lineage,
         report.differences.len()
+    );
+    let t = &report.timings;
+    println!(
+        "  where the time went (ms): load {}, waiting for reads {}, resolve {}, stages {}, settle {}, reconcile {}",
+        t.load, t.read_wait, t.resolve, t.stages, t.settle, t.reconcile
     );
     println!(
         "  floor:     {:.1} s for one GROUP BY over the same events in PostgreSQL ({groups} groups)",

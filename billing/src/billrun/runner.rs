@@ -118,6 +118,25 @@ pub struct RunReport {
     pub failures: Vec<FailureRecord>,
     pub differences: Vec<Difference>,
     pub events_read: u64,
+    /// Where the run's time went, in milliseconds.
+    pub timings: Timings,
+}
+
+/// Wall time of a run's phases, in milliseconds. Reading overlaps billing
+/// (the next chunk is read while this one is billed): `read_wait` is only
+/// the time the run waited for events.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Timings {
+    pub load: u64,
+    pub read_wait: u64,
+    pub resolve: u64,
+    pub stages: u64,
+    pub settle: u64,
+    pub reconcile: u64,
+}
+
+fn ms(since: std::time::Instant) -> u64 {
+    since.elapsed().as_millis() as u64
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -472,9 +491,15 @@ fn reconcile(
     period: Period,
     tenant: Uuid,
     aggregated: &[Aggregated],
-    totals: &HashMap<TotalKey, TotalState>,
+    totals: &HashMap<(Uuid, DateTime<Utc>), Vec<(TotalKey, TotalState)>>,
     out: &mut Vec<Difference>,
 ) {
+    let estimated: HashMap<&TotalKey, &TotalState> = totals
+        .get(&(sub, period.start))
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| (k, v))
+        .collect();
     let key = |a: &Aggregated| TotalKey {
         tenant,
         subscription: sub,
@@ -486,7 +511,7 @@ fn reconcile(
     let mut seen = BTreeSet::new();
     for a in aggregated {
         let k = key(a);
-        let est = totals.get(&k).copied().unwrap_or_default();
+        let est = estimated.get(&k).map(|s| **s).unwrap_or_default();
         seen.insert(k);
         if est.quantity != a.quantity || est.price != a.estimate {
             out.push(Difference {
@@ -502,10 +527,7 @@ fn reconcile(
             });
         }
     }
-    for (k, est) in totals
-        .iter()
-        .filter(|(k, _)| k.subscription == sub && k.period_start == period.start)
-    {
+    for (k, est) in estimated {
         if !seen.contains(k) && (!est.quantity.is_zero() || !est.price.is_zero()) {
             out.push(Difference {
                 subscription: sub,
@@ -573,6 +595,7 @@ pub async fn run(
         cutoff: request.cutoff,
         ..Default::default()
     };
+    let loading = std::time::Instant::now();
     let mut rc = RunContext::load(store.as_ref(), tenant, request.cutoff).await?;
 
     // What is due, per customer.
@@ -621,11 +644,15 @@ pub async fn run(
         .map(|d| d.period.start)
         .max()
         .unwrap_or(first);
-    let totals: HashMap<TotalKey, TotalState> = store
-        .running_totals_between(tenant, first, last)
-        .await?
-        .into_iter()
-        .collect();
+    // The estimator's running totals, by (subscription, period start).
+    let mut totals: HashMap<(Uuid, DateTime<Utc>), Vec<(TotalKey, TotalState)>> = HashMap::new();
+    for (key, state) in store.running_totals_between(tenant, first, last).await? {
+        totals
+            .entry((key.subscription, key.period_start))
+            .or_default()
+            .push((key, state));
+    }
+    report.timings.load = ms(loading);
 
     let customers: Vec<String> = due.keys().cloned().collect();
     let chunks: Vec<Vec<String>> = customers
@@ -659,13 +686,18 @@ pub async fn run(
     let mut next = chunks.first().map(read);
     for (n, chunk) in chunks.iter().enumerate() {
         let Some(reading) = next.take() else { break };
+        let waiting = std::time::Instant::now();
         let events = reading
             .await
             .map_err(|e| RunError::Document("reading events".into(), e.to_string()))??;
+        report.timings.read_wait += ms(waiting);
         next = chunks.get(n + 1).map(read);
         report.events_read += events.len() as u64;
+        let resolving = std::time::Instant::now();
         let mut usage = usage_by_period(tenant, &events, &rc.ctx);
         drop(events);
+        report.timings.resolve += ms(resolving);
+        let billing = std::time::Instant::now();
         let mut batch: Vec<(Invoice, Vec<Aggregated>)> = Vec::new();
         let mut failed: BTreeSet<Uuid> = BTreeSet::new();
         for customer in chunk {
@@ -730,11 +762,15 @@ pub async fn run(
                 }
             }
         }
+        report.timings.stages += ms(billing);
+        let settling = std::time::Instant::now();
         let new: Vec<NewInvoice> = batch
             .iter()
             .map(|(i, _)| new_invoice(i, report.id))
             .collect();
         let outcomes = store.settle_invoices(tenant, &new).await?;
+        report.timings.settle += ms(settling);
+        let reconciling = std::time::Instant::now();
         for ((invoice, aggregated), outcome) in batch.into_iter().zip(outcomes) {
             match outcome {
                 SettleOutcome::Settled { number } => {
@@ -759,6 +795,7 @@ pub async fn run(
                 SettleOutcome::AlreadyInvoiced { .. } => report.already_invoiced += 1,
             }
         }
+        report.timings.reconcile += ms(reconciling);
     }
     finish(store.as_ref(), report, started_at).await
 }
