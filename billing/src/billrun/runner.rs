@@ -485,13 +485,16 @@ impl RunContext {
     }
 }
 
+/// The RevenueEstimator's running totals by (subscription, period start).
+type TotalsByPeriod = HashMap<(Uuid, DateTime<Utc>), Vec<(TotalKey, TotalState)>>;
+
 /// Compares Aggregate with the running totals of the same keys.
 fn reconcile(
     sub: Uuid,
     period: Period,
     tenant: Uuid,
     aggregated: &[Aggregated],
-    totals: &HashMap<(Uuid, DateTime<Utc>), Vec<(TotalKey, TotalState)>>,
+    totals: &TotalsByPeriod,
     out: &mut Vec<Difference>,
 ) {
     let estimated: HashMap<&TotalKey, &TotalState> = totals
@@ -645,7 +648,7 @@ pub async fn run(
         .max()
         .unwrap_or(first);
     // The estimator's running totals, by (subscription, period start).
-    let mut totals: HashMap<(Uuid, DateTime<Utc>), Vec<(TotalKey, TotalState)>> = HashMap::new();
+    let mut totals: TotalsByPeriod = HashMap::new();
     for (key, state) in store.running_totals_between(tenant, first, last).await? {
         totals
             .entry((key.subscription, key.period_start))
