@@ -187,6 +187,21 @@ mod tests {
     }
 
     #[test]
+    fn lines_round_to_the_invoice_currency_minor_units() {
+        for (currency, expected) in [("EUR", dec!(1.17)), ("JPY", dec!(1)), ("KWD", dec!(1.166))] {
+            let mut plan = plan_per_unit("0.333", None);
+            plan.currency = currency.into();
+            let mut inputs = inputs_with(plan, vec![sum_item(1, "api", dec!(3.5))]);
+            for item in &mut inputs.usage {
+                item.intent.currency = currency.into();
+            }
+            let line = &rated(&inputs).lines[0];
+            assert_eq!(line.amount_unrounded, dec!(1.1655), "{currency}");
+            assert_eq!(line.amount, expected, "{currency}");
+        }
+    }
+
+    #[test]
     fn a_hard_quota_caps_the_priced_quantity_and_flags_the_line() {
         let items = (1..=20).map(|i| sum_item(i, "api", dec!(1))).collect();
         let inputs = inputs_with(plan_per_unit("1", Some(("10", "15"))), items);
