@@ -252,6 +252,9 @@ pub trait Store: Send + Sync + 'static {
         tenant: Uuid,
         id_or_number: &str,
     ) -> Result<Option<billing::StoredInvoice>>;
+    /// Every invoiced (subscription, period start): what a bill run checks
+    /// before it loads any invoice.
+    async fn invoiced_periods(&self, tenant: Uuid) -> Result<Vec<(Uuid, DateTime<Utc>)>>;
     /// The events behind an invoice line, in line order.
     async fn line_events(
         &self,

@@ -332,6 +332,18 @@ impl PgStore {
         row.as_ref().map(invoice_from_row).transpose()
     }
 
+    pub(crate) async fn pg_invoiced_periods(
+        &self,
+        tenant: Uuid,
+    ) -> Result<Vec<(Uuid, DateTime<Utc>)>> {
+        Ok(sqlx::query_as(
+            "SELECT subscription_id, period_start FROM invoices WHERE tenant_id = $1",
+        )
+        .bind(tenant)
+        .fetch_all(self.pool())
+        .await?)
+    }
+
     pub(crate) async fn pg_line_events(
         &self,
         tenant: Uuid,

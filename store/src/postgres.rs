@@ -673,6 +673,9 @@ impl Store for PgStore {
     ) -> Result<Option<crate::billing::StoredInvoice>> {
         self.pg_invoice(tenant, id_or_number).await
     }
+    async fn invoiced_periods(&self, tenant: Uuid) -> Result<Vec<(Uuid, DateTime<Utc>)>> {
+        self.pg_invoiced_periods(tenant).await
+    }
     async fn line_events(
         &self,
         tenant: Uuid,

@@ -607,6 +607,9 @@ impl Store for SqliteStore {
     ) -> Result<Option<crate::billing::StoredInvoice>> {
         self.sqlite_invoice(tenant, id_or_number).await
     }
+    async fn invoiced_periods(&self, tenant: Uuid) -> Result<Vec<(Uuid, DateTime<Utc>)>> {
+        self.sqlite_invoiced_periods(tenant).await
+    }
     async fn line_events(
         &self,
         tenant: Uuid,

@@ -262,6 +262,21 @@ impl SqliteStore {
         row.as_ref().map(invoice_from_row).transpose()
     }
 
+    pub(crate) async fn sqlite_invoiced_periods(
+        &self,
+        tenant: Uuid,
+    ) -> Result<Vec<(Uuid, DateTime<Utc>)>> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT subscription_id, period_start FROM invoices WHERE tenant_id = ?1",
+        )
+        .bind(tenant.to_string())
+        .fetch_all(self.readers())
+        .await?;
+        rows.into_iter()
+            .map(|(s, p)| Ok((uuid(&s)?, time(p)?)))
+            .collect()
+    }
+
     pub(crate) async fn sqlite_line_events(
         &self,
         tenant: Uuid,

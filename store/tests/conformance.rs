@@ -1065,6 +1065,16 @@ async fn invoices_are_numbered_without_gaps_once_per_period(f: Fixture) {
             },
         ]
     );
+    let mut periods = f.store.invoiced_periods(t.id).await.unwrap();
+    periods.sort();
+    let starts: Vec<u32> = periods
+        .iter()
+        .map(|(s, p)| {
+            assert_eq!(*s, sub.id);
+            chrono::Datelike::month(p)
+        })
+        .collect();
+    assert_eq!(starts, vec![1, 2, 3]);
     let stored = f.store.invoice(t.id, "INV-000001").await.unwrap().unwrap();
     assert_eq!(stored.id, first.id);
     assert_eq!(stored.document, first.document);

@@ -152,7 +152,7 @@ pub async fn replay(
         }
         let original = parse_invoice(&stored)?;
         if let std::collections::hash_map::Entry::Vacant(slot) = contexts.entry(original.cutoff) {
-            slot.insert(RunContext::load(store, tenant, original.cutoff).await?);
+            slot.insert(RunContext::load(store, tenant, original.cutoff, None).await?);
         }
         let rc = &contexts[&original.cutoff];
         let mut differences = Vec::new();

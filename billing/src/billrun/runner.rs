@@ -197,6 +197,46 @@ pub fn parse_invoice(stored: &aforo_store::billing::StoredInvoice) -> Result<Inv
     Ok(invoice)
 }
 
+/// The settled invoices of `subscriptions` (all when `None`), oldest first
+/// per subscription, leaving out those of runs after `cutoff`.
+async fn load_invoices(
+    store: &dyn Store,
+    tenant: Uuid,
+    cutoff: DateTime<Utc>,
+    subscriptions: Option<&BTreeSet<Uuid>>,
+) -> Result<HashMap<Uuid, Vec<Invoice>>, RunError> {
+    let mut invoices: HashMap<Uuid, Vec<Invoice>> = HashMap::new();
+    let stored_invoices = match subscriptions {
+        None => store.invoices(tenant, &InvoiceQuery::default()).await?,
+        Some(subs) => {
+            let mut all = Vec::new();
+            for sub in subs {
+                let query = InvoiceQuery {
+                    subscription: Some(*sub),
+                    ..Default::default()
+                };
+                all.extend(store.invoices(tenant, &query).await?);
+            }
+            all
+        }
+    };
+    for stored in stored_invoices {
+        // Invoices of later runs (a replay looks at the past).
+        if stored.cutoff > cutoff {
+            continue;
+        }
+        let invoice = parse_invoice(&stored)?;
+        invoices
+            .entry(invoice.subscription)
+            .or_default()
+            .push(invoice);
+    }
+    for list in invoices.values_mut() {
+        list.sort_by_key(|i| i.period.start);
+    }
+    Ok(invoices)
+}
+
 /// The periods of a subscription that ended by `as_of`, oldest first, with
 /// the plan and catalog version in force at each start.
 fn periods(
@@ -328,10 +368,13 @@ pub struct RunContext {
 
 impl RunContext {
     /// Loads what a run (or a replay) at `cutoff` reads.
+    /// `invoices_of`: the subscriptions whose invoices are loaded (all when
+    /// `None`); the rest of the context is the tenant's whole.
     pub async fn load(
         store: &dyn Store,
         tenant: Uuid,
         cutoff: DateTime<Utc>,
+        invoices_of: Option<&BTreeSet<Uuid>>,
     ) -> Result<Self, RunError> {
         let catalogs = catalogs_at(store, tenant, cutoff).await?;
         let mut subscriptions: HashMap<String, Vec<Subscription>> = HashMap::new();
@@ -353,21 +396,7 @@ impl RunContext {
                 tax_regions.insert(c.external_id, c.tax_region);
             }
         }
-        let mut invoices: HashMap<Uuid, Vec<Invoice>> = HashMap::new();
-        for stored in store.invoices(tenant, &InvoiceQuery::default()).await? {
-            // Invoices of later runs (a replay looks at the past).
-            if stored.cutoff > cutoff {
-                continue;
-            }
-            let invoice = parse_invoice(&stored)?;
-            invoices
-                .entry(invoice.subscription)
-                .or_default()
-                .push(invoice);
-        }
-        for list in invoices.values_mut() {
-            list.sort_by_key(|i| i.period.start);
-        }
+        let invoices = load_invoices(store, tenant, cutoff, invoices_of).await?;
         let mut discounts: HashMap<Uuid, Vec<DiscountTerm>> = HashMap::new();
         for d in store.subscription_discounts(tenant).await? {
             if d.created_at > cutoff {
@@ -599,7 +628,18 @@ pub async fn run(
         ..Default::default()
     };
     let loading = std::time::Instant::now();
-    let mut rc = RunContext::load(store.as_ref(), tenant, request.cutoff).await?;
+    // What is due is decided before any invoice is read: the invoiced
+    // periods are a light query, and a run with nothing due (most scheduled
+    // runs) reads no invoice at all.
+    let invoiced: BTreeSet<(Uuid, DateTime<Utc>)> =
+        store.invoiced_periods(tenant).await?.into_iter().collect();
+    let mut rc = RunContext::load(
+        store.as_ref(),
+        tenant,
+        request.cutoff,
+        Some(&BTreeSet::new()),
+    )
+    .await?;
 
     // What is due, per customer.
     let mut due: BTreeMap<String, Vec<Due>> = BTreeMap::new();
@@ -610,15 +650,10 @@ pub async fn run(
         if request.subscription.is_some_and(|s| s != sub.id) {
             continue;
         }
-        let invoiced: BTreeSet<DateTime<Utc>> = rc
-            .invoices
-            .get(&sub.id)
-            .map(|l| l.iter().map(|i| i.period.start).collect())
-            .unwrap_or_default();
         match periods(&sub, &rc.ctx, request.as_of) {
             Ok(list) => {
                 for (period, plan_name, catalog) in list {
-                    if invoiced.contains(&period.start) {
+                    if invoiced.contains(&(sub.id, period.start)) {
                         continue;
                     }
                     due.entry(sub.customer.clone()).or_default().push(Due {
@@ -641,6 +676,12 @@ pub async fn run(
     let Some(first) = due.values().flatten().map(|d| d.period.start).min() else {
         return finish(store.as_ref(), report, started_at).await;
     };
+    // Now the invoices of the subscriptions with something due (rollover,
+    // late events, chaining): per subscription when few are due, all at once
+    // when many are (a period end).
+    let due_subs: BTreeSet<Uuid> = due.values().flatten().map(|d| d.sub.id).collect();
+    let some = (due_subs.len() <= 64).then_some(&due_subs);
+    rc.invoices = load_invoices(store.as_ref(), tenant, request.cutoff, some).await?;
     let last = due
         .values()
         .flatten()
