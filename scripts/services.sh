@@ -5,6 +5,8 @@
 #   eval "$(scripts/services.sh)"      # PostgreSQL 15, Redis, grpcurl
 #   scripts/services.sh stop
 #
+# Starting also drops test databases older than an hour.
+#
 # State lives outside the repository: PostgreSQL's cluster under
 # $AFORO_PG_DIR (default /var/tmp/aforo/pg15), tools under
 # $AFORO_CACHE_DIR (default ~/.cache/aforo). Deleting either only costs time.
@@ -94,10 +96,29 @@ stop() {
   redis-cli -h 127.0.0.1 -p "$REDIS_PORT" shutdown nosave >&2 || true
 }
 
+# Tests create a database each (aforo_test_…, aforo_e2e_…, aforo_billbench_…,
+# named by a UUIDv7 whose first 48 bits are its creation time in ms); drop
+# those older than an hour, so a machine that runs the suite often does not
+# fill its disk. Younger ones may belong to a run in progress.
+prune_databases() {
+  local now_ms cutoff db hex
+  now_ms=$(($(date +%s) * 1000))
+  cutoff=$((now_ms - 3600 * 1000))
+  for db in $(as_pg "$PG_BIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -Atc \
+      "SELECT datname FROM pg_database WHERE datname ~ '^aforo_(test|e2e|billbench)_[0-9a-f]{32}$'"); do
+    hex=${db##*_}
+    if [ $((16#${hex:0:12})) -lt "$cutoff" ]; then
+      as_pg "$PG_BIN/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -qc \
+        "DROP DATABASE IF EXISTS $db WITH (FORCE)" >/dev/null 2>&1 || log "could not drop $db"
+    fi
+  done
+}
+
 case "${1:-start}" in
   start)
     ensure_packages
     start_postgres
+    prune_databases
     start_redis
     grpcurl=$(ensure_grpcurl)
     echo "export AFORO_TEST_DATABASE_URL=postgres://postgres@127.0.0.1:$PG_PORT/postgres"
