@@ -223,7 +223,8 @@ pub trait Store: Send + Sync + 'static {
     // The bill run.
 
     /// Events of `customers` with event times in `[from, to)` stored at or
-    /// before `stored_until` (the cut-off), in stored order.
+    /// before `stored_until` (the cut-off), in no particular order (the
+    /// caller sorts: a sort in the database spilled to disk).
     async fn bill_events(
         &self,
         tenant: Uuid,

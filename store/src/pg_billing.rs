@@ -78,7 +78,7 @@ impl PgStore {
              FROM events
              WHERE tenant_id = $1 AND customer = ANY($2)
                AND time >= $3 AND time < $4 AND received_at <= $5
-             ORDER BY id",
+             ",
         )
         .bind(tenant)
         .bind(customers)

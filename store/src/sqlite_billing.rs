@@ -76,7 +76,7 @@ impl SqliteStore {
              FROM events
              WHERE tenant_id = ?1 AND customer IN (SELECT value FROM json_each(?2))
                AND time >= ?3 AND time < ?4 AND received_at <= ?5
-             ORDER BY id",
+             ",
         )
         .bind(tenant.to_string())
         .bind(serde_json::to_string(customers).unwrap_or_default())

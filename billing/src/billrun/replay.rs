@@ -175,6 +175,8 @@ pub async fn replay(
                         original.cutoff,
                     )
                     .await?;
+                let mut events = events;
+                events.sort_unstable_by_key(|e| e.stored_id);
                 let mut usage = usage_by_period(tenant, &events, &rc.ctx);
                 let earlier: Vec<Invoice> = rc
                     .invoices

@@ -51,7 +51,10 @@ impl Default for BillRunConfig {
             tax: None,
             routing: Arc::new(RoutingConfig::default()),
             late_window: Duration::days(100),
-            chunk: 256,
+            // Each chunk's read visits most of the period's heap pages when
+            // customers' events are interleaved (they are: events are stored
+            // in time order), so fewer, larger chunks read less.
+            chunk: 2048,
         }
     }
 }
@@ -722,9 +725,12 @@ pub async fn run(
         let read_from = from - config.late_window;
         let cutoff = request.cutoff;
         tokio::spawn(async move {
-            store
+            let mut events = store
                 .bill_events(tenant, &chunk, read_from, to, cutoff)
-                .await
+                .await?;
+            // Stored order (ids are UUIDv7): what Aggregate folds in.
+            events.sort_unstable_by_key(|e| e.stored_id);
+            Ok::<_, StoreError>(events)
         })
     };
     let mut next = chunks.first().map(read);
