@@ -227,6 +227,25 @@ fn proxy_error(status: StatusCode, message: String) -> Response<Body> {
     response
 }
 
+/// What the body leaves out and the headers say: `MCP-Protocol-Version`
+/// (sent after initialize, 2025-06-18+) and, for a tools/call whose body
+/// names no tool, `Mcp-Name` (2026-07-28).
+fn fill_from_headers(framed: &mut [Framed], headers: &HeaderMap) {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    let version = header("mcp-protocol-version");
+    let name = header("mcp-name");
+    for f in framed {
+        if let Message::Request(request) = &mut f.message {
+            if request.protocol_version.is_none() {
+                request.protocol_version = version.map(str::to_owned);
+            }
+            if request.name.is_none() && request.method == "tools/call" {
+                request.name = name.map(str::to_owned);
+            }
+        }
+    }
+}
+
 fn client_requests(framed: &[Framed]) -> Vec<RequestId> {
     framed
         .iter()
@@ -272,10 +291,11 @@ async fn relay(
                 };
             }
         };
-        let framed = jsonrpc::parse(&bytes).unwrap_or_else(|err| {
+        let mut framed = jsonrpc::parse(&bytes).unwrap_or_else(|err| {
             tracing::debug!("POST body not metered: {err}");
             Vec::new()
         });
+        fill_from_headers(&mut framed, &parts.headers);
         if !framed.is_empty() {
             proxy.meter.observe(
                 &key,
@@ -652,9 +672,16 @@ where
                 }
                 let held = self.first_event.take().unwrap_or_default();
                 let out = self.rewrite_first(held);
+                if self.inner.is_end_stream() {
+                    self.finish();
+                }
                 return Poll::Ready(Some(Ok(Frame::data(out))));
             }
             self.observe(&data);
+            if self.inner.is_end_stream() {
+                // hyper does not poll a body again once it says it ended.
+                self.finish();
+            }
             return Poll::Ready(Some(Ok(Frame::data(data))));
         }
     }

@@ -55,6 +55,7 @@ impl Implementation {
 /// The `_meta` keys of the 2026-07-28 revision, carried on every request.
 const META_CLIENT_INFO: &str = "io.modelcontextprotocol/clientInfo";
 const META_PROTOCOL_VERSION: &str = "io.modelcontextprotocol/protocolVersion";
+const META_SERVER_INFO: &str = "io.modelcontextprotocol/serverInfo";
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Message {
@@ -181,7 +182,9 @@ pub fn classify(value: &Value) -> Result<Message, ParseError> {
         return Ok(Message::Response {
             id,
             is_error: result.get("isError").and_then(Value::as_bool) == Some(true),
-            server_info: Implementation::from_json(result.get("serverInfo")),
+            server_info: Implementation::from_json(result.get("serverInfo")).or_else(|| {
+                Implementation::from_json(result.get("_meta").and_then(|m| m.get(META_SERVER_INFO)))
+            }),
             protocol_version: result
                 .get("protocolVersion")
                 .and_then(Value::as_str)

@@ -258,8 +258,15 @@ impl Session {
         match message {
             Message::Request(request) => {
                 *self.methods.entry(request.method.clone()).or_default() += 1;
-                if request.method == "initialize" {
-                    self.client.clone_from(&request.client_info);
+                // initialize's clientInfo, or (2026-07-28) the first
+                // request's `_meta` one.
+                if (request.method == "initialize" || self.client.is_none())
+                    && let Some(client) = &request.client_info
+                {
+                    self.client = Some(client.clone());
+                }
+                if self.protocol_version.is_none() {
+                    self.protocol_version.clone_from(&request.protocol_version);
                 }
                 let is_tool_call = request.method == "tools/call";
                 self.pending.insert(
@@ -308,6 +315,9 @@ impl Session {
                 protocol_version,
             } => {
                 let pending = self.pending.remove(&(opposite(direction), id.clone()))?;
+                if self.server.is_none() {
+                    self.server.clone_from(server_info);
+                }
                 if pending.method == "initialize" {
                     self.server.clone_from(server_info);
                     self.protocol_version = protocol_version.clone();

@@ -1,9 +1,10 @@
 """An MCP client built with the official Python SDK, for the mcp-proxy tests.
 
-    client.py --calls JSON (--stdio COMMAND... | --sse URL | --http URL)
+    client.py --calls JSON (--stdio JSON | --sse URL | --http URL)
               [--name AGENT] [--mode auto|legacy] [--header NAME=VALUE]
 
---calls is a JSON list of [tool, arguments]. Prints one JSON line per call,
+--calls is a JSON list of [tool, arguments]; --stdio the server command as a
+JSON list of strings. Prints one JSON line per call,
 in order: {"tool", "result"} or {"tool", "error": {"code", "message"}}, then
 `{"done": true}`, so a test can compare what the client saw with and without
 the proxy.
@@ -24,7 +25,8 @@ from mcp.shared.exceptions import MCPError
 def transport(args):
     headers = dict(h.split("=", 1) for h in args.header)
     if args.stdio:
-        return StdioServerParameters(command=args.stdio[0], args=args.stdio[1:])
+        command = json.loads(args.stdio)
+        return StdioServerParameters(command=command[0], args=command[1:])
     if args.sse:
         return sse_client(args.sse, headers=headers or None)
     client = httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30, read=300))
@@ -52,7 +54,7 @@ def main() -> None:
     parser.add_argument("--mode", default="auto")
     parser.add_argument("--header", action="append", default=[])
     where = parser.add_mutually_exclusive_group(required=True)
-    where.add_argument("--stdio", nargs=argparse.REMAINDER)
+    where.add_argument("--stdio")
     where.add_argument("--sse")
     where.add_argument("--http")
     anyio.run(run, parser.parse_args())
