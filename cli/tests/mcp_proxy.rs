@@ -341,7 +341,7 @@ async fn stdio_calls_are_metered_once_each_and_answered_as_without_the_proxy() {
     assert_eq!(with, without, "the client sees the same answers");
     assert_eq!(with.len(), EXPECTED.len());
 
-    let events = events_of(&server, "mcp.tool.call", EXPECTED.len()).await;
+    let events = events_of(&server, "mcp.tools_call", EXPECTED.len()).await;
     let calls = assert_one_event_per_call(&events);
     let session = property(calls[0], "session");
     assert!(session.starts_with("stdio-"), "{session}");
@@ -404,7 +404,7 @@ async fn streamable_http_sessions_are_keyed_by_mcp_session_id_and_api_keys_name_
             "the client sees the same answers (JSON: {json_responses})"
         );
 
-        let events = events_of(&server, "mcp.tool.call", EXPECTED.len()).await;
+        let events = events_of(&server, "mcp.tools_call", EXPECTED.len()).await;
         let calls = assert_one_event_per_call(&events);
         let session = property(calls[0], "session");
         assert!(
@@ -461,7 +461,7 @@ async fn stateless_2026_requests_are_metered_each_as_its_own_session() {
     .await;
     assert_eq!(authenticated, without);
 
-    let events = events_of(&server, "mcp.tool.call", 2 * EXPECTED.len()).await;
+    let events = events_of(&server, "mcp.tools_call", 2 * EXPECTED.len()).await;
     let (by_header, by_client_info): (Vec<Value>, Vec<Value>) = events
         .into_iter()
         .partition(|e| e["properties"]["agent_source"] == "header");
@@ -512,7 +512,7 @@ async fn legacy_sse_endpoint_points_at_the_proxy_and_calls_are_metered_per_sessi
     let with = client(&["--sse", &via, "--mode", "legacy", "--name", "sse-agent"]).await;
     assert_eq!(with, without, "the client sees the same answers");
 
-    let events = events_of(&server, "mcp.tool.call", EXPECTED.len()).await;
+    let events = events_of(&server, "mcp.tools_call", EXPECTED.len()).await;
     let calls = assert_one_event_per_call(&events);
     let session = property(calls[0], "session");
     assert!(
@@ -575,7 +575,7 @@ async fn an_ingest_outage_delays_events_and_loses_none() {
     let url = format!("{}/mcp", proxy.url);
 
     client(&["--http", &url, "--mode", "legacy", "--name", "before"]).await;
-    events_of(&server, "mcp.tool.call", EXPECTED.len()).await;
+    events_of(&server, "mcp.tools_call", EXPECTED.len()).await;
 
     // Ingest goes away mid-run: calls go on, their events wait in the spool.
     server.kill9().await;
@@ -604,7 +604,7 @@ async fn an_ingest_outage_delays_events_and_loses_none() {
     // Ingest comes back (same store, new port behind the same address).
     server.restart().await;
     forwarder.point_at(Some(&server.grpc));
-    let events = events_of(&server, "mcp.tool.call", 2 * EXPECTED.len()).await;
+    let events = events_of(&server, "mcp.tools_call", 2 * EXPECTED.len()).await;
     let drained = tokio::time::timeout(DEADLINE, async {
         while proxy.metric("aforo_mcp_spool_records").await > 0.0 {
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -616,7 +616,7 @@ async fn an_ingest_outage_delays_events_and_loses_none() {
         .all_events()
         .await
         .into_iter()
-        .filter(|e| e["type"] == "mcp.tool.call")
+        .filter(|e| e["type"] == "mcp.tools_call")
         .collect::<Vec<_>>();
     assert_eq!(events_after.len(), events.len(), "nothing arrives twice");
     for agent in ["before", "during"] {

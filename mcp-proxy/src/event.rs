@@ -12,7 +12,8 @@ use sha2::{Digest, Sha256};
 use crate::jsonrpc::Implementation;
 use crate::session::{Metered, SessionSummary, ToolCall, Transport};
 
-pub const TOOL_CALL: &str = "mcp.tool.call";
+/// The type the example catalog's `mcp-tool-calls` Meter counts.
+pub const TOOL_CALL: &str = "mcp.tools_call";
 pub const SESSION_STARTED: &str = "mcp.session.started";
 pub const SESSION_ENDED: &str = "mcp.session.ended";
 /// A stateless request other than tools/call (each is its own "session").

@@ -606,7 +606,15 @@ impl<B> MeteredBody<B> {
         }
         let mut out = match self.tap.upstream.rewrite_endpoint(&event.data) {
             Some(rewritten) => format!("event: endpoint\r\ndata: {rewritten}\r\n\r\n").into_bytes(),
-            None => first.to_vec(),
+            None => {
+                if event.data.contains("://") && !event.data.contains(&self.tap.upstream.name()) {
+                    tracing::warn!(
+                        endpoint = %event.data,
+                        "the legacy SSE endpoint names another origin: POSTs there bypass the proxy and are not metered"
+                    );
+                }
+                first.to_vec()
+            }
         };
         let rest = rest.to_vec();
         self.observe(&rest);

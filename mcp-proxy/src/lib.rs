@@ -309,6 +309,7 @@ pub async fn run(args: ProxyArgs) -> Result<ExitCode, Error> {
     };
 
     let mut stdin_open = false;
+    let mut exit_number = 0u8;
     let code = match mode {
         Mode::Stdio(command) => {
             let (status, client_closed) = stdio::StdioProxy {
@@ -320,7 +321,8 @@ pub async fn run(args: ProxyArgs) -> Result<ExitCode, Error> {
             .run()
             .await?;
             stdin_open = !client_closed;
-            exit_code(status)
+            exit_number = exit_code(status);
+            ExitCode::from(exit_number)
         }
         Mode::Http { listen, upstream } => {
             let proxy = Arc::new(http::HttpProxy::new(
@@ -388,19 +390,19 @@ pub async fn run(args: ProxyArgs) -> Result<ExitCode, Error> {
         // client closes it. Everything is flushed; leave now.
         use std::io::Write;
         let _ = std::io::stdout().flush();
-        let code = if code == ExitCode::SUCCESS { 0 } else { 1 };
-        std::process::exit(code);
+        std::process::exit(i32::from(exit_number));
     }
     Ok(code)
 }
 
-fn exit_code(status: std::process::ExitStatus) -> ExitCode {
+/// The server's exit status as the proxy's own exit code.
+fn exit_code(status: std::process::ExitStatus) -> u8 {
     use std::os::unix::process::ExitStatusExt;
     match (status.code(), status.signal()) {
-        (Some(code), _) => ExitCode::from(code.clamp(0, 255) as u8),
+        (Some(code), _) => code.clamp(0, 255) as u8,
         // Killed by a signal: the shell convention.
-        (None, Some(signal)) => ExitCode::from((128 + signal).clamp(0, 255) as u8),
-        (None, None) => ExitCode::FAILURE,
+        (None, Some(signal)) => (128 + signal).clamp(0, 255) as u8,
+        (None, None) => 1,
     }
 }
 

@@ -64,7 +64,10 @@ def main() -> None:
         app = server.sse_app()
     else:
         app = server.streamable_http_app(stateless_http=args.stateless, json_response=args.json)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY on accepted sockets
+    # only when the listening socket says TCP (as uvicorn's own bind does);
+    # without it, replies wait ~40 ms for delayed ACKs on reused connections.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     sock.listen(128)
