@@ -265,6 +265,13 @@ async fn relay(
     let method = request.method().clone();
     let is_get = method == Method::GET;
     let (parts, body) = request.into_parts();
+    // Until a response body takes over, a client that goes away (hyper
+    // drops this future) cancels a stateless request here.
+    let mut guard = ExchangeGuard {
+        meter: proxy.meter.clone(),
+        key: key.clone(),
+        armed: transport == Transport::Stateless,
+    };
 
     // A POST is one message (or batch): read it whole, meter a copy, send it on.
     let (body, sent) = if method == Method::POST {
@@ -349,6 +356,7 @@ async fn relay(
         }
     };
     let (mut head, incoming) = response.into_parts();
+    guard.armed = false;
 
     // An initialize answered with a session id: the session's real key.
     if transport == Transport::Stateless
@@ -412,6 +420,22 @@ async fn relay(
         }
     };
     Response::from_parts(head, body)
+}
+
+/// Cancels a stateless request whose client went away before the answer's
+/// head came (the handler future is dropped mid-flight).
+struct ExchangeGuard {
+    meter: Arc<Meter>,
+    key: String,
+    armed: bool,
+}
+
+impl Drop for ExchangeGuard {
+    fn drop(&mut self) {
+        if self.armed {
+            self.meter.close(&self.key, Outcome::Cancelled);
+        }
+    }
 }
 
 /// The HTTP exchange of `sent` failed before any answer could come.
