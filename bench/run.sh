@@ -9,6 +9,10 @@
 #   bench/run.sh billrun [--subscriptions N] [--events M]
 #       a bill run over N subscriptions × 5 meters and M events (default
 #       10,000 and 10,000,000) beside one GROUP BY over the same events
+#   bench/run.sh mcp [--calls N]
+#       latency aforo mcp-proxy adds to a tools/call, per transport (stdio,
+#       Streamable HTTP, legacy SSE), against the same MCP Python SDK server
+#       called directly
 #   bench/run.sh batch [MEGABYTES]
 #       a streamed NDJSON batch upload (default 1024 MB, generated outside the
 #       repository) to a running aforo ingest: rows/s and peak RSS
@@ -20,6 +24,12 @@ if [ "${1:-}" = billrun ]; then
   eval "$(scripts/services.sh start)"
   cargo build --release --locked -p aforo-bench --bin billrun
   exec "$CARGO_TARGET_DIR/release/billrun" "$@"
+fi
+if [ "${1:-}" = mcp ]; then
+  shift
+  eval "$(scripts/pyenv.sh)"
+  cargo build --release --locked -p aforo -p aforo-bench --bin aforo --bin mcp
+  exec "$CARGO_TARGET_DIR/release/mcp" --aforo "$CARGO_TARGET_DIR/release/aforo" "$@"
 fi
 if [ "${1:-}" = pricing ]; then
   cargo build --release --locked -p aforo-bench --bin pricing

@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Installs the providers' own signing libraries that the webhook tests sign
-# deliveries with, outside the repository, and prints where they are as
-# shell exports:
+# deliveries with, and the official MCP SDK that the mcp-proxy tests relay
+# between, outside the repository, and prints where they are as shell
+# exports:
 #
 #   eval "$(scripts/pyenv.sh)"
 #
-# Python packages (pinned in tests/webhooks/requirements.txt) go into a
-# virtualenv under $AFORO_CACHE_DIR/venv; GitHub's JavaScript signer (pinned
-# in tests/webhooks/package.json) under $AFORO_CACHE_DIR/node. Each is
-# reinstalled only when its pin file changes.
+# Python packages (pinned in tests/webhooks/requirements.txt and
+# tests/mcp/requirements.txt) go into a virtualenv under
+# $AFORO_CACHE_DIR/venv; GitHub's JavaScript signer (pinned in
+# tests/webhooks/package.json) under $AFORO_CACHE_DIR/node. Each is
+# reinstalled only when its pin files change.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,7 +30,7 @@ stamp_of() { sha256sum "$1" | cut -d' ' -f1; }
 
 python_env() {
   local want
-  want=$(stamp_of tests/webhooks/requirements.txt)
+  want=$(cat tests/webhooks/requirements.txt tests/mcp/requirements.txt | sha256sum | cut -d' ' -f1)
   if [ -x "$VENV/bin/python" ] && [ "$(cat "$VENV/.aforo-stamp" 2>/dev/null)" = "$want" ]; then
     return
   fi
@@ -37,8 +39,9 @@ python_env() {
     log "creating a virtualenv in $VENV"
     python3 -m venv "$VENV" >&2 || { apt_install python3-venv && python3 -m venv "$VENV" >&2; }
   fi
-  log "installing tests/webhooks/requirements.txt"
-  "$VENV/bin/pip" install -q --disable-pip-version-check -r tests/webhooks/requirements.txt >&2
+  log "installing tests/webhooks/requirements.txt and tests/mcp/requirements.txt"
+  "$VENV/bin/pip" install -q --disable-pip-version-check \
+    -r tests/webhooks/requirements.txt -r tests/mcp/requirements.txt >&2
   echo "$want" >"$VENV/.aforo-stamp"
 }
 
@@ -60,4 +63,5 @@ node_env() {
 python_env
 node_env
 echo "export AFORO_WEBHOOK_PYTHON=$VENV/bin/python"
+echo "export AFORO_MCP_PYTHON=$VENV/bin/python"
 echo "export AFORO_WEBHOOK_NODE_PREFIX=$NODE_PREFIX"

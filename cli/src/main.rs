@@ -78,6 +78,8 @@ enum Command {
     /// Export an invoice's audit trail, and verify one.
     #[command(subcommand)]
     Audit(billing::AuditCommand),
+    /// Meter an MCP server: relay stdio (`-- COMMAND…`) or HTTP (`--listen`, `--upstream`) unchanged.
+    McpProxy(Box<aforo_mcp_proxy::ProxyArgs>),
 }
 
 fn main() -> std::process::ExitCode {
@@ -116,6 +118,7 @@ fn main() -> std::process::ExitCode {
             Command::Bill(cmd) => billing::bill(cmd).await,
             Command::Invoices(cmd) => billing::invoices(cmd).await,
             Command::Audit(cmd) => billing::audit(cmd).await,
+            Command::McpProxy(args) => Ok(aforo_mcp_proxy::run(*args).await?),
         }
     });
     match result {
