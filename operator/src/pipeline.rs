@@ -90,6 +90,11 @@ pub fn error_policy(pipeline: Arc<MeteringPipeline>, error: &Error, _: Arc<Conte
 /// The pipeline is going: delete its children ourselves (no garbage
 /// collector is assumed), then let the finalizer go.
 async fn cleanup(pipeline: &MeteringPipeline, ctx: &Context) -> Result<Action, Error> {
+    if build::check(pipeline).is_err() {
+        // Nothing was built for an invalid pipeline (and its name may not
+        // even be a valid label value to select by).
+        return Ok(Action::await_change());
+    }
     let namespace = pipeline.namespace().unwrap_or_default();
     let deleted = children::delete_orphans(
         &ctx.client,

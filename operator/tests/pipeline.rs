@@ -516,6 +516,18 @@ async fn a_pipeline_named_too_long_for_its_services_is_stalled_with_the_field() 
             .is_empty(),
         "an invalid pipeline yields nothing"
     );
+    // …and goes when deleted, though its name is no valid label value.
+    let long = format!("{}-x", "a".repeat(70));
+    create::<MeteringPipeline>(&client, &ns, pipeline(&long, json!({}))).await;
+    wait_for::<MeteringPipeline>(&client, &ns, &long, "has the finalizer", |p| {
+        p["metadata"]["finalizers"] == json!(["aforo.io/cleanup"])
+    })
+    .await;
+    Api::<MeteringPipeline>::namespaced(client.clone(), &ns)
+        .delete(&long, &DeleteParams::default())
+        .await
+        .expect("delete the pipeline");
+    wait_gone::<MeteringPipeline>(&client, &ns, &long).await;
     operator.stop().await.expect("the operator stops");
 }
 
