@@ -11,7 +11,8 @@
 //! | `Valid` | semantic validation finds nothing in it | `Invalid` (the message names each field) |
 //! | `Applied` | every pipeline of the namespace has the catalog that includes it in force | `Invalid`, `CatalogInvalid` (another resource is invalid), `NoPipeline`, `Pending`, or the pipeline's `CatalogApplied` reason |
 //! | `Ready` | both | the first failing one's |
-//! | `Stalled` | (only while true) the resource is invalid | |
+//! | `Reconciling` | (only while true) waiting for a pipeline to apply it | |
+//! | `Stalled` | (only while true) it, or the namespace's catalog, needs a fix | |
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -34,7 +35,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::build::MANAGER;
 use crate::catalog;
-use crate::conditions::{self, Desired, STALLED};
+use crate::conditions::{self, Desired, RECONCILING, STALLED};
 use crate::metrics::Metrics;
 use crate::pipeline::CATALOG_APPLIED;
 use crate::{Error, paused};
@@ -157,11 +158,28 @@ pub fn decide(
             &[valid.clone(), applied.clone()],
             "valid and in force",
         )];
-        let stalled =
-            (!valid.status).then(|| Desired::true_(STALLED, "Invalid", valid.message.clone()));
+        // kstatus: a fix is needed (Stalled), or the catalog is on its way
+        // (Reconciling).
+        let progress = if !valid.status {
+            Some(Desired::true_(STALLED, "Invalid", valid.message.clone()))
+        } else if applied.status {
+            None
+        } else if waiting(&applied.reason) {
+            Some(Desired::true_(
+                RECONCILING,
+                &applied.reason,
+                applied.message.clone(),
+            ))
+        } else {
+            Some(Desired::true_(
+                STALLED,
+                &applied.reason,
+                applied.message.clone(),
+            ))
+        };
         desired.push(valid);
         desired.push(applied);
-        desired.extend(stalled);
+        desired.extend(progress);
         out.insert(
             (resource.kind().to_owned(), resource.name().to_owned()),
             Decided {
@@ -172,6 +190,12 @@ pub fn decide(
         );
     }
     out
+}
+
+/// Reasons that clear up without anyone's action: a pipeline still to
+/// apply the catalog, or its catalog API still unreachable.
+fn waiting(reason: &str) -> bool {
+    matches!(reason, "Pending" | "NoPipeline" | "CatalogApiUnavailable")
 }
 
 fn meta(resource: &Resource) -> &ObjectMeta {
@@ -562,6 +586,7 @@ spec:
         );
         let meter = &pending[&("Meter".to_owned(), "calls".to_owned())];
         assert_eq!(condition(meter, "Ready").reason, "Pending");
+        assert!(condition(meter, RECONCILING).status);
         assert_eq!(meter.version, None);
 
         let done = decide(
@@ -573,6 +598,12 @@ spec:
         );
         let meter = &done[&("Meter".to_owned(), "calls".to_owned())];
         assert!(condition(meter, "Ready").status);
+        assert!(
+            !meter
+                .desired
+                .iter()
+                .any(|d| d.type_ == RECONCILING || d.type_ == STALLED)
+        );
         assert_eq!(meter.version, Some(4));
         assert_eq!(meter.hash.as_deref(), Some("sha256:new"));
 

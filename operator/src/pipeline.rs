@@ -8,7 +8,7 @@
 //! | `Ready` | `Available` and `CatalogApplied` | theirs, or `InvalidSpec` |
 //! | `Available` | every role's Deployment reports `Available` for its latest spec | `DeploymentsUnavailable` |
 //! | `CatalogApplied` | the namespace's catalog is in force on the pipeline (or there is none) | `CatalogInvalid`, `CatalogRejected`, `ApiKeyMissing`, `ApiKeyRejected`, `CatalogApiUnavailable` |
-//! | `Reconciling` | (only while true) Deployments are rolling out | |
+//! | `Reconciling` | (only while true) Deployments are rolling out, or the catalog API is not reachable yet | |
 //! | `Stalled` | (only while true) the spec, the catalog or the key needs a fix | |
 //! | `Paused` | (only while true) the pause annotation is set | |
 
@@ -233,6 +233,12 @@ async fn apply(pipeline: &MeteringPipeline, ctx: &Context) -> Result<Action, Err
             "DeploymentsRollingOut",
             &available.message,
         ));
+    } else if !catalog.status && !stalled {
+        desired.push(Desired::true_(
+            RECONCILING,
+            &catalog.reason,
+            &catalog.message,
+        ));
     }
     if stalled {
         desired.push(Desired::true_(STALLED, &catalog.reason, &catalog.message));
@@ -338,10 +344,11 @@ async fn apply_catalog(
     }
     let key = match api_key(&ctx.client, pipeline).await? {
         Ok(key) => key,
+        // Retried soon: the Secret may come after the pipeline.
         Err(message) => {
             return Ok((
                 Desired::false_(CATALOG_APPLIED, "ApiKeyMissing", message),
-                false,
+                true,
             ));
         }
     };
