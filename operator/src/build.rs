@@ -15,7 +15,7 @@
 //! a controller owner reference to the pipeline, and the hash of its own
 //! content in [`HASH_ANNOTATION`], which `apply` compares to skip writes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use aforo_crds::catalog::{MeteringPipeline, RoleSpec, SecretKeyRef};
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, DeploymentStrategy};
@@ -26,7 +26,8 @@ use k8s_openapi::api::autoscaling::v2::{
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction,
     ObjectFieldSelector, PodSpec, PodTemplateSpec, Probe, SeccompProfile, SecretKeySelector,
-    SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec,
+    SecretVolumeSource, SecurityContext, Service, ServiceAccount, ServicePort, ServiceSpec, Volume,
+    VolumeMount,
 };
 use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
@@ -163,8 +164,12 @@ pub fn children_selector(pipeline: &str) -> String {
     format!("{MANAGED_BY_LABEL}={MANAGER},{PIPELINE_LABEL}={pipeline}")
 }
 
-/// Everything `pipeline` should run, in a stable order.
-pub fn children(pipeline: &MeteringPipeline) -> Vec<Child> {
+/// Where ingest finds webhook signing secrets: `<dir>/<namespace>/<secret>/<key>`.
+pub const SECRETS_DIR: &str = "/var/run/aforo/secrets";
+
+/// Everything `pipeline` should run, in a stable order. `webhook_secrets`
+/// are the Secrets the namespace's WebhookSources name: ingest mounts them.
+pub fn children(pipeline: &MeteringPipeline, webhook_secrets: &BTreeSet<String>) -> Vec<Child> {
     let name = pipeline.metadata.name.clone().unwrap_or_default();
     let owner = owner(pipeline);
     let meta = |object_name: String, component: Option<&str>| ObjectMeta {
@@ -188,7 +193,12 @@ pub fn children(pipeline: &MeteringPipeline) -> Vec<Child> {
         let object_name = format!("{name}-{}", role.name());
         out.push(child(
             ChildKind::Deployment,
-            &deployment(pipeline, role, meta(object_name.clone(), Some(role.name()))),
+            &deployment(
+                pipeline,
+                role,
+                meta(object_name.clone(), Some(role.name())),
+                webhook_secrets,
+            ),
         ));
         if let Some(autoscaling) = &spec.autoscaling {
             out.push(child(
@@ -383,7 +393,12 @@ fn probe(path: &str) -> Probe {
     }
 }
 
-fn deployment(pipeline: &MeteringPipeline, role: Role, metadata: ObjectMeta) -> Deployment {
+fn deployment(
+    pipeline: &MeteringPipeline,
+    role: Role,
+    metadata: ObjectMeta,
+    webhook_secrets: &BTreeSet<String>,
+) -> Deployment {
     let name = pipeline.metadata.name.clone().unwrap_or_default();
     let spec = role.spec(pipeline);
     let mut env = vec![secret_env("AFORO_DATABASE_URL", &pipeline.spec.database)];
@@ -415,6 +430,33 @@ fn deployment(pipeline: &MeteringPipeline, role: Role, metadata: ObjectMeta) -> 
         });
     } else {
         env.push(plain_env("AFORO_ENRICH_HTTP_ADDR", &http));
+    }
+    // The webhook receiver reads each WebhookSource's secret from files laid
+    // out as `<dir>/<namespace>/<secret>/<key>`; the tenant a delivery's URL
+    // names is the namespace's. Optional: a missing Secret fails the
+    // deliveries that need it, not the pod.
+    let namespace = pipeline.metadata.namespace.clone().unwrap_or_default();
+    let (mut volumes, mut mounts) = (Vec::new(), Vec::new());
+    if role == Role::Ingest && !webhook_secrets.is_empty() {
+        env.push(plain_env("AFORO_SECRETS_DIR", SECRETS_DIR));
+        for (i, secret) in webhook_secrets.iter().enumerate() {
+            let volume = format!("webhook-secret-{i}");
+            volumes.push(Volume {
+                name: volume.clone(),
+                secret: Some(SecretVolumeSource {
+                    secret_name: Some(secret.clone()),
+                    optional: Some(true),
+                    ..SecretVolumeSource::default()
+                }),
+                ..Volume::default()
+            });
+            mounts.push(VolumeMount {
+                name: volume,
+                mount_path: format!("{SECRETS_DIR}/{namespace}/{secret}"),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            });
+        }
     }
     if role == Role::Ingest {
         // Each stored event names the pod that accepted it.
@@ -462,6 +504,7 @@ fn deployment(pipeline: &MeteringPipeline, role: Role, metadata: ObjectMeta) -> 
                         readiness_probe: Some(probe("/readyz")),
                         liveness_probe: Some(probe("/healthz")),
                         resources: spec.resources.clone(),
+                        volume_mounts: (!mounts.is_empty()).then_some(mounts),
                         security_context: Some(SecurityContext {
                             allow_privilege_escalation: Some(false),
                             capabilities: Some(Capabilities {
@@ -476,6 +519,7 @@ fn deployment(pipeline: &MeteringPipeline, role: Role, metadata: ObjectMeta) -> 
                         }),
                         ..Container::default()
                     }],
+                    volumes: (!volumes.is_empty()).then_some(volumes),
                     ..PodSpec::default()
                 }),
             },
@@ -527,7 +571,10 @@ mod tests {
 
     #[test]
     fn a_pipeline_yields_a_deployment_pdb_per_role_and_the_services() {
-        let built = children(&pipeline(json!({"enrich": {"replicas": 3}})));
+        let built = children(
+            &pipeline(json!({"enrich": {"replicas": 3}})),
+            &BTreeSet::new(),
+        );
         assert_eq!(
             names(&built),
             [
@@ -562,9 +609,10 @@ mod tests {
 
     #[test]
     fn the_deployments_take_their_configuration_from_the_referenced_secrets() {
-        let built = children(&pipeline(
-            json!({"redis": {"name": "cache", "key": "redis-url"}}),
-        ));
+        let built = children(
+            &pipeline(json!({"redis": {"name": "cache", "key": "redis-url"}})),
+            &BTreeSet::new(),
+        );
         let ingest = find(&built, ChildKind::Deployment, "shop-ingest");
         let container = &ingest["spec"]["template"]["spec"]["containers"][0];
         let env = container["env"].as_array().expect("env");
@@ -597,9 +645,12 @@ mod tests {
 
     #[test]
     fn an_autoscaled_role_gets_an_hpa_and_its_deployment_no_replicas() {
-        let built = children(&pipeline(json!({
-            "ingest": {"autoscaling": {"minReplicas": 2, "maxReplicas": 9, "targetCpuUtilization": 60}}
-        })));
+        let built = children(
+            &pipeline(json!({
+                "ingest": {"autoscaling": {"minReplicas": 2, "maxReplicas": 9, "targetCpuUtilization": 60}}
+            })),
+            &BTreeSet::new(),
+        );
         let deployment = find(&built, ChildKind::Deployment, "shop-ingest");
         assert!(
             deployment["spec"].get("replicas").is_none(),
@@ -628,7 +679,7 @@ mod tests {
 
     #[test]
     fn grpc_reaches_every_ingest_replica_through_a_headless_service() {
-        let built = children(&pipeline(json!({})));
+        let built = children(&pipeline(json!({})), &BTreeSet::new());
         let headless = find(&built, ChildKind::Service, "shop-ingest-grpc");
         assert_eq!(headless["spec"]["clusterIP"], "None");
         assert_eq!(
@@ -650,9 +701,10 @@ mod tests {
 
     #[test]
     fn every_child_has_our_labels_an_owner_and_never_the_pipelines_labels() {
-        for child in children(&pipeline(
-            json!({"billing": {"autoscaling": {"minReplicas": 1, "maxReplicas": 2}}}),
-        )) {
+        for child in children(
+            &pipeline(json!({"billing": {"autoscaling": {"minReplicas": 1, "maxReplicas": 2}}})),
+            &BTreeSet::new(),
+        ) {
             let meta = &child.object["metadata"];
             assert_eq!(meta["namespace"], "billing", "{}", child.name);
             assert_eq!(meta["labels"]["app.kubernetes.io/managed-by"], MANAGER);
@@ -673,8 +725,41 @@ mod tests {
     }
 
     #[test]
+    fn ingest_mounts_the_webhook_sources_secrets_where_the_receiver_reads_them() {
+        let secrets = BTreeSet::from(["github-webhook".to_owned(), "stripe-webhook".to_owned()]);
+        let built = children(&pipeline(json!({})), &secrets);
+        let ingest = find(&built, ChildKind::Deployment, "shop-ingest");
+        let pod = &ingest["spec"]["template"]["spec"];
+        assert_eq!(
+            pod["volumes"],
+            json!([
+                {"name": "webhook-secret-0", "secret": {"secretName": "github-webhook", "optional": true}},
+                {"name": "webhook-secret-1", "secret": {"secretName": "stripe-webhook", "optional": true}},
+            ])
+        );
+        assert_eq!(
+            pod["containers"][0]["volumeMounts"][1],
+            json!({"name": "webhook-secret-1", "mountPath": "/var/run/aforo/secrets/billing/stripe-webhook", "readOnly": true})
+        );
+        let env = pod["containers"][0]["env"].as_array().expect("env");
+        assert!(
+            env.contains(&json!({"name": "AFORO_SECRETS_DIR", "value": "/var/run/aforo/secrets"}))
+        );
+        for role in ["enrich", "billing"] {
+            let other = find(&built, ChildKind::Deployment, &format!("shop-{role}"));
+            assert!(
+                other["spec"]["template"]["spec"].get("volumes").is_none(),
+                "{role}"
+            );
+        }
+        let without = children(&pipeline(json!({})), &BTreeSet::new());
+        let ingest = find(&without, ChildKind::Deployment, "shop-ingest");
+        assert!(ingest["spec"]["template"]["spec"].get("volumes").is_none());
+    }
+
+    #[test]
     fn pod_disruption_budgets_let_one_pod_go_at_a_time() {
-        let built = children(&pipeline(json!({})));
+        let built = children(&pipeline(json!({})), &BTreeSet::new());
         let pdb = find(&built, ChildKind::PodDisruptionBudget, "shop-billing");
         assert_eq!(pdb["apiVersion"], "policy/v1");
         assert_eq!(pdb["spec"]["maxUnavailable"], 1);
@@ -686,10 +771,19 @@ mod tests {
 
     #[test]
     fn the_same_pipeline_builds_the_same_bytes_and_a_change_changes_the_hash() {
-        let a = children(&pipeline(json!({"enrich": {"replicas": 2}})));
-        let b = children(&pipeline(json!({"enrich": {"replicas": 2}})));
+        let a = children(
+            &pipeline(json!({"enrich": {"replicas": 2}})),
+            &BTreeSet::new(),
+        );
+        let b = children(
+            &pipeline(json!({"enrich": {"replicas": 2}})),
+            &BTreeSet::new(),
+        );
         assert_eq!(a, b);
-        let c = children(&pipeline(json!({"enrich": {"replicas": 3}})));
+        let c = children(
+            &pipeline(json!({"enrich": {"replicas": 3}})),
+            &BTreeSet::new(),
+        );
         let hash = |built: &[Child]| {
             built
                 .iter()

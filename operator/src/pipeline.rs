@@ -167,8 +167,18 @@ async fn apply(pipeline: &MeteringPipeline, ctx: &Context) -> Result<Action, Err
         return Ok(Action::await_change());
     }
 
+    // dereference: the namespace's catalog, and the webhook secrets it names
+    let resources: Vec<Resource> = catalog::resources(&ctx.client, &namespace).await?;
+    let webhook_secrets = resources
+        .iter()
+        .filter_map(|r| match r {
+            Resource::WebhookSource(w) => Some(w.spec.secret_ref.name.clone()),
+            _ => None,
+        })
+        .collect();
+
     // build, apply
-    let built = build::children(pipeline);
+    let built = build::children(pipeline, &webhook_secrets);
     let mut changes: Changes =
         children::apply(&ctx.client, &namespace, &built, &ctx.metrics).await?;
     changes.deleted = children::delete_orphans(
@@ -193,7 +203,7 @@ async fn apply(pipeline: &MeteringPipeline, ctx: &Context) -> Result<Action, Err
     let available = availability(&ctx.client, pipeline).await?;
 
     // the catalog
-    let (catalog, retry) = apply_catalog(pipeline, ctx, &mut status).await?;
+    let (catalog, retry) = apply_catalog(pipeline, ctx, &resources, &mut status).await?;
     if status.catalog_version != previous.catalog_version && catalog.status {
         event(
             ctx,
@@ -313,10 +323,10 @@ async fn availability(client: &Client, pipeline: &MeteringPipeline) -> Result<De
 async fn apply_catalog(
     pipeline: &MeteringPipeline,
     ctx: &Context,
+    resources: &[Resource],
     status: &mut MeteringPipelineStatus,
 ) -> Result<(Desired, bool), Error> {
     let namespace = pipeline.namespace().unwrap_or_default();
-    let resources: Vec<Resource> = catalog::resources(&ctx.client, &namespace).await?;
     if resources.is_empty() {
         return Ok((
             Desired::true_(
@@ -327,7 +337,7 @@ async fn apply_catalog(
             false,
         ));
     }
-    if let Err(errors) = catalog::compile_namespace(&resources) {
+    if let Err(errors) = catalog::compile_namespace(resources) {
         let list: Vec<String> = errors.iter().map(ToString::to_string).collect();
         return Ok((
             Desired::false_(
@@ -356,7 +366,7 @@ async fn apply_catalog(
         .catalog_endpoint
         .clone()
         .unwrap_or_else(|| build::catalog_endpoint(pipeline));
-    match ctx.catalog.apply(&endpoint, &key, &resources).await {
+    match ctx.catalog.apply(&endpoint, &key, resources).await {
         Ok(applied) => {
             status.catalog_version = Some(applied.version);
             status.catalog_hash = Some(applied.content_hash.clone());

@@ -8,7 +8,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use aforo_crds::catalog::MeteringPipeline;
+use aforo_crds::catalog::{MeteringPipeline, WebhookSource};
 use common::*;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
@@ -299,6 +299,29 @@ async fn changing_replicas_or_autoscaling_updates_the_children() {
     })
     .await;
 
+    // A WebhookSource appears: ingest mounts the Secret it names.
+    create::<WebhookSource>(
+        &client,
+        &ns,
+        json!({"apiVersion": "aforo.io/v1alpha1", "kind": "WebhookSource",
+               "metadata": {"name": "stripe-payments"},
+               "spec": {"provider": "stripe", "secretRef": {"name": "stripe-webhook", "key": "signing-secret"},
+                        "mappings": [{"customer": "$.data.object.customer", "type": "payment.succeeded"}]}}),
+    )
+    .await;
+    let ingest = wait_for::<Deployment>(
+        &client,
+        &ns,
+        "shop-ingest",
+        "mounts the webhook secret",
+        |d| d["spec"]["template"]["spec"]["volumes"][0]["secret"]["secretName"] == "stripe-webhook",
+    )
+    .await;
+    assert_eq!(
+        ingest["spec"]["template"]["spec"]["containers"][0]["volumeMounts"][0]["mountPath"],
+        format!("/var/run/aforo/secrets/{ns}/stripe-webhook")
+    );
+
     // Someone edits a field the operator sets: it is put back.
     merge::<Deployment>(
         &client,
@@ -332,14 +355,10 @@ async fn deleting_the_pipeline_deletes_its_children_without_a_garbage_collector(
     })
     .await;
     wait_for::<HorizontalPodAutoscaler>(&client, &ns, "shop-ingest", "exists", |_| true).await;
-    // A Deployment of someone else in the namespace stays.
-    let mut bystander = serde_json::to_value(
-        Api::<Deployment>::namespaced(client.clone(), &ns)
-            .get("shop-billing")
-            .await
-            .expect("billing"),
-    )
-    .expect("JSON");
+    // A Deployment of someone else in the namespace stays, though it
+    // carries the pipeline's label.
+    let mut bystander =
+        wait_for::<Deployment>(&client, &ns, "shop-billing", "exists", |_| true).await;
     bystander["metadata"] = json!({"name": "bystander", "labels": {"aforo.io/pipeline": "shop"}});
     create::<Deployment>(&client, &ns, bystander).await;
     let uid = stored["metadata"]["uid"].clone();
