@@ -7,7 +7,9 @@
 //! the same value and carries the same content hash. The hash catches a field
 //! we stopped setting (e.g. `replicas` once autoscaling is on), the
 //! comparison catches someone else's edit of a field we set. So a reconcile
-//! of an unchanged pipeline sends no write at all.
+//! of an unchanged pipeline sends no write at all. (Where the apiserver
+//! stores a value in another form than it was sent, a quantity "0.5" as
+//! "500m", a server-side dry run settles whether anything would change.)
 //!
 //! Orphans are found by our labels and deleted when no longer built: the
 //! HPA of a role that stopped autoscaling, everything once the pipeline is
@@ -118,6 +120,18 @@ pub fn holds(stored: &Value, wanted: &Value) -> bool {
     }
 }
 
+/// Whether two versions of an object are the same, bookkeeping aside.
+fn same_object(a: &Value, b: &Value) -> bool {
+    let strip = |v: &Value| {
+        let mut v = v.clone();
+        if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+            meta.remove("managedFields");
+        }
+        v
+    };
+    strip(a) == strip(b)
+}
+
 /// Whether the stored object is already what `child` describes.
 pub fn up_to_date(stored: &Value, child: &Child) -> bool {
     stored["metadata"]["annotations"][HASH_ANNOTATION].as_str() == Some(child.hash())
@@ -138,8 +152,28 @@ pub async fn apply(
         let stored = api.get_opt(&child.name).await?;
         let label = format!("{}/{}", child.kind.name(), child.name);
         match stored {
-            Some(stored) if up_to_date(&serde_json::to_value(&stored)?, child) => continue,
-            Some(_) => changes.updated.push(label),
+            Some(stored) => {
+                let stored = serde_json::to_value(&stored)?;
+                if up_to_date(&stored, child) {
+                    continue;
+                }
+                // Same content as last applied, yet not held as written:
+                // the apiserver may have normalized a value (a quantity
+                // "0.5" is stored as "500m"). A dry run says whether
+                // applying would change anything.
+                if stored["metadata"]["annotations"][HASH_ANNOTATION].as_str() == Some(child.hash())
+                {
+                    let mut dry_run = params.clone();
+                    dry_run.dry_run = true;
+                    let outcome = api
+                        .patch(&child.name, &dry_run, &Patch::Apply(&child.object))
+                        .await?;
+                    if same_object(&stored, &serde_json::to_value(&outcome)?) {
+                        continue;
+                    }
+                }
+                changes.updated.push(label);
+            }
             None => changes.created.push(label),
         }
         api.patch(&child.name, &params, &Patch::Apply(&child.object))

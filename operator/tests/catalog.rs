@@ -169,7 +169,10 @@ async fn a_restarted_operator_writes_nothing_to_an_unchanged_cluster() {
         &ns,
         pipeline(
             "shop",
-            json!({"ingest": {"autoscaling": {"minReplicas": 2, "maxReplicas": 5}}}),
+            json!({"ingest": {"autoscaling": {"minReplicas": 2, "maxReplicas": 5}},
+                   // Quantities the apiserver stores in another form
+                   // ("500m", "1Gi"): still nothing to write.
+                   "enrich": {"resources": {"requests": {"cpu": "0.5", "memory": "1073741824"}}}}),
         ),
     )
     .await;
