@@ -24,17 +24,16 @@ use aforo_crds::catalog::{
 use aforo_crds::validate::{CatalogError, validate};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::ObjectReference;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, ApiResource, DynamicObject, ListParams, Patch, PatchParams};
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::watcher;
-use kube::{Client, Resource as _, ResourceExt};
+use kube::{Client, ResourceExt};
 use serde::de::DeserializeOwned;
 use serde_json::json;
 use tokio::sync::{mpsc, watch};
 
 use crate::build::MANAGER;
-use crate::catalog;
+use crate::catalog::{self, meta};
 use crate::conditions::{self, Desired, RECONCILING, STALLED};
 use crate::metrics::Metrics;
 use crate::pipeline::CATALOG_APPLIED;
@@ -196,17 +195,6 @@ pub fn decide(
 /// apply the catalog, or its catalog API still unreachable.
 fn waiting(reason: &str) -> bool {
     matches!(reason, "Pending" | "NoPipeline" | "CatalogApiUnavailable")
-}
-
-fn meta(resource: &Resource) -> &ObjectMeta {
-    match resource {
-        Resource::Meter(r) => r.meta(),
-        Resource::Product(r) => r.meta(),
-        Resource::RatePlan(r) => r.meta(),
-        Resource::WebhookSource(r) => r.meta(),
-        Resource::UsageAlert(r) => r.meta(),
-        Resource::MeteringPipeline(r) => r.meta(),
-    }
 }
 
 fn status(resource: &Resource) -> CatalogStatus {
