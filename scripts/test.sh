@@ -2,8 +2,8 @@
 # The whole test suite, from a fresh machine: installs and starts what the
 # tests need (PostgreSQL 15 and Redis from Debian's packages, grpcurl from
 # its Go module, the webhook providers' signing libraries from PyPI and
-# npm) and builds kube-apiserver and etcd from their Go modules, then runs
-# rustfmt, clippy and every test against both stores (SQLite and
+# npm) and builds kube-apiserver, etcd and helm from their Go modules, then
+# runs rustfmt, clippy and every test against both stores (SQLite and
 # PostgreSQL) and a real Kubernetes control plane.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,6 +18,9 @@ eval "$(scripts/services.sh start)"
 # substitution would not).
 controlplane=$(scripts/controlplane.sh)
 eval "$controlplane"
+# helm, for the chart's tests (helm lint, helm template), the same way.
+helm=$(scripts/helm.sh)
+eval "$helm"
 eval "$(scripts/pyenv.sh)"
 
 echo "== rustfmt"

@@ -1,6 +1,6 @@
 //! `aforo`: one binary, every role, and the client commands.
 //!
-//! Roles (`standalone`, `ingest`) run servers; `tenants` and `keys` act on a
+//! Roles (`standalone`, `ingest`, `enrich`, `billing`, `operator`) run servers; `tenants` and `keys` act on a
 //! store directly (they are how the first key comes to exist); `events`
 //! talks to a running server like any client would.
 
@@ -11,6 +11,7 @@ mod catalog;
 mod client;
 mod events;
 mod manifests;
+mod operator;
 mod roles;
 
 use clap::{Parser, Subcommand};
@@ -43,6 +44,10 @@ enum Command {
     Ingest(roles::IngestArgs),
     /// Run the enrich role: billing context and revenue for queued events.
     Enrich(roles::EnrichArgs),
+    /// Run the billing role: catalog, customers, usage and invoice APIs, and bill runs.
+    Billing(Box<roles::BillingRoleArgs>),
+    /// Run the Kubernetes operator: MeteringPipelines and the catalog.
+    Operator(crate::operator::OperatorArgs),
     /// Create and list tenants (acts on the store directly).
     #[command(subcommand)]
     Tenants(admin::TenantsCommand),
@@ -106,6 +111,8 @@ fn main() -> std::process::ExitCode {
             Command::Standalone(args) => roles::standalone(*args).await,
             Command::Ingest(args) => roles::ingest(args).await,
             Command::Enrich(args) => roles::enrich(args).await,
+            Command::Billing(args) => roles::billing(*args).await,
+            Command::Operator(args) => operator::run(args).await,
             Command::Tenants(cmd) => admin::tenants(cmd).await,
             Command::Keys(cmd) => admin::keys(cmd).await,
             Command::Events(cmd) => events::run(cmd).await,

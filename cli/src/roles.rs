@@ -123,7 +123,7 @@ pub async fn enrich(args: EnrichArgs) -> anyhow::Result<ExitCode> {
         .await
         .with_context(|| format!("cannot listen on {}", args.http_addr))?;
     let http_addr = listener.local_addr()?;
-    let probes = enrich_probes(store.clone(), context.clone());
+    let probes = probes(store.clone(), context.clone());
     let worker = tokio::spawn(Enricher::new(store, context, args.batch).run(stopped.clone()));
     let mut http_stopped = stopped;
     let http = tokio::spawn(async move {
@@ -141,9 +141,9 @@ pub async fn enrich(args: EnrichArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The enrich role's HTTP endpoints: liveness, readiness (the store
+/// The enrich and billing roles' probes: liveness, readiness (the store
 /// answers) and the context cache's counters.
-fn enrich_probes(store: Arc<dyn Store>, context: Arc<ContextCache>) -> axum::Router {
+fn probes(store: Arc<dyn Store>, context: Arc<ContextCache>) -> axum::Router {
     use axum::http::{StatusCode, header};
     use axum::routing::get;
     axum::Router::new()
@@ -231,7 +231,7 @@ fn write_secret(path: &Path, secret: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };
@@ -297,39 +297,10 @@ pub async fn standalone(mut args: StandaloneArgs) -> anyhow::Result<ExitCode> {
         eprintln!("aforo: {outcome}");
         crate::manifests::watch(catalog.clone(), tenant.id, dir.clone());
     }
-    let auth = Authenticator::new(store.clone());
     let backend = store.backend();
-    let invoices = InvoiceApi::new(
-        store.clone(),
-        args.billing.config()?,
-        chrono::Duration::seconds(args.billing.bill_settle_delay_secs as i64),
-    );
-    let business = BusinessData::new(store.clone(), catalog.clone(), context.clone());
-    let billing_http = aforo_billing::rest::router(BillingState {
-        catalog: catalog.clone(),
-        business: business.clone(),
-        usage: UsageApi::new(store.clone(), context.clone()),
-        store: store.clone(),
-        auth: auth.clone(),
-        invoices: invoices.clone(),
-    });
-    let billing_grpc = Routes::new(CatalogServiceServer::new(CatalogGrpc::new(
-        catalog,
-        auth.clone(),
-    )))
-    .add_service(CustomerServiceServer::new(CustomerGrpc::new(
-        business,
-        auth.clone(),
-    )))
-    .add_service(UsageServiceServer::new(UsageGrpc::new(
-        UsageApi::new(store.clone(), context.clone()),
-        store.clone(),
-        auth.clone(),
-    )))
-    .add_service(InvoiceServiceServer::new(InvoiceGrpc::new(
-        invoices.clone(),
-        auth,
-    )));
+    let billing = BillingServices::new(store.clone(), catalog, context.clone(), &args.billing)?;
+    let invoices = billing.invoices.clone();
+    let (billing_http, billing_grpc) = billing.routes();
     let enrich_store = store.clone();
     let server = IngestServer::bind(&args.ingest, store, cache, Arc::new(SystemClock))
         .await?
@@ -353,6 +324,171 @@ pub async fn standalone(mut args: StandaloneArgs) -> anyhow::Result<ExitCode> {
         }
     }
     serve("standalone", server, backend, stop).await
+}
+
+/// The billing role's APIs over one store: catalog, customers and
+/// subscriptions, usage, invoices (REST and gRPC), and the bill-run
+/// scheduler's invoice API.
+struct BillingServices {
+    store: Arc<dyn Store>,
+    catalog: CatalogApi,
+    context: Arc<ContextCache>,
+    auth: Authenticator,
+    invoices: InvoiceApi,
+}
+
+impl BillingServices {
+    fn new(
+        store: Arc<dyn Store>,
+        catalog: CatalogApi,
+        context: Arc<ContextCache>,
+        billing: &crate::billing::BillingArgs,
+    ) -> anyhow::Result<BillingServices> {
+        let invoices = InvoiceApi::new(
+            store.clone(),
+            billing.config()?,
+            chrono::Duration::seconds(billing.bill_settle_delay_secs as i64),
+        );
+        Ok(BillingServices {
+            auth: Authenticator::new(store.clone()),
+            store,
+            catalog,
+            context,
+            invoices,
+        })
+    }
+
+    fn routes(self) -> (axum::Router, Routes) {
+        let store = self.store;
+        let business = BusinessData::new(store.clone(), self.catalog.clone(), self.context.clone());
+        let http = aforo_billing::rest::router(BillingState {
+            catalog: self.catalog.clone(),
+            business: business.clone(),
+            usage: UsageApi::new(store.clone(), self.context.clone()),
+            store: store.clone(),
+            auth: self.auth.clone(),
+            invoices: self.invoices.clone(),
+        });
+        let grpc = Routes::new(CatalogServiceServer::new(CatalogGrpc::new(
+            self.catalog,
+            self.auth.clone(),
+        )))
+        .add_service(CustomerServiceServer::new(CustomerGrpc::new(
+            business,
+            self.auth.clone(),
+        )))
+        .add_service(UsageServiceServer::new(UsageGrpc::new(
+            UsageApi::new(store.clone(), self.context.clone()),
+            store,
+            self.auth.clone(),
+        )))
+        .add_service(InvoiceServiceServer::new(InvoiceGrpc::new(
+            self.invoices,
+            self.auth,
+        )));
+        (http, grpc)
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct BillingRoleArgs {
+    /// The production store: postgres://user:password@host/db (or sqlite://PATH).
+    #[arg(long, env = "AFORO_DATABASE_URL")]
+    database_url: String,
+    /// Redis for the enrichment context cache, which catalog and
+    /// subscription changes invalidate (shared with the enrich role).
+    #[arg(long, env = "AFORO_REDIS_URL")]
+    redis_url: Option<String>,
+    /// Address of the HTTP API (catalog, customers, usage, invoices, health, metrics).
+    #[arg(long, env = "AFORO_HTTP_ADDR", default_value = "127.0.0.1:8470")]
+    http_addr: std::net::SocketAddr,
+    /// Address of the gRPC API.
+    #[arg(long, env = "AFORO_GRPC_ADDR", default_value = "127.0.0.1:8471")]
+    grpc_addr: std::net::SocketAddr,
+    /// Close each gRPC connection after this long (after a grace period for
+    /// calls in flight), so that clients reconnect and spread over the
+    /// replicas there are now, e.g. `5m`. Default: connections live on.
+    #[arg(long, env = "AFORO_GRPC_MAX_CONNECTION_AGE", value_parser = aforo_ingest::duration::parse)]
+    grpc_max_connection_age: Option<Duration>,
+    #[command(flatten)]
+    billing: crate::billing::BillingArgs,
+}
+
+/// The billing role: the catalog, customers, usage and invoice APIs (REST
+/// and gRPC) and the bill-run scheduler; no front doors, no enrichment.
+pub async fn billing(args: BillingRoleArgs) -> anyhow::Result<ExitCode> {
+    use tokio_stream::wrappers::TcpListenerStream;
+
+    let store = aforo_store::open(&args.database_url)
+        .await
+        .with_context(|| format!("cannot open the store at {}", redact(&args.database_url)))?;
+    let cache = Arc::new(CatalogCache::new(store.clone(), CATALOG_TTL));
+    let context = Arc::new(match &args.redis_url {
+        Some(url) => ContextCache::redis(url, context::DEFAULT_TTL)?,
+        // Nothing invalidates an in-process cache of another process.
+        None => ContextCache::in_process(Duration::from_secs(5)),
+    });
+    let catalog = CatalogApi::new(store.clone(), cache, context.clone());
+    let services = BillingServices::new(store.clone(), catalog, context.clone(), &args.billing)?;
+    let invoices = services.invoices.clone();
+    let (billing_http, billing_grpc) = services.routes();
+
+    let http_listener = tokio::net::TcpListener::bind(args.http_addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.http_addr))?;
+    let grpc_listener = tokio::net::TcpListener::bind(args.grpc_addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.grpc_addr))?;
+    let http_addr = http_listener.local_addr()?;
+    let grpc_addr = grpc_listener.local_addr()?;
+
+    let (stop, stopped) = watch::channel(false);
+    if args.billing.bill_every_secs > 0 {
+        tokio::spawn(invoices.schedule(
+            Duration::from_secs(args.billing.bill_every_secs),
+            stopped.clone(),
+        ));
+    }
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_serving::<CatalogServiceServer<CatalogGrpc>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(aforo_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let routes = billing_grpc
+        .add_service(health_service)
+        .add_service(reflection);
+    let mut builder = tonic::transport::Server::builder();
+    if let Some(age) = args.grpc_max_connection_age {
+        builder = builder.max_connection_age(age);
+    }
+    let mut grpc_stopped = stopped.clone();
+    let grpc = tokio::spawn(builder.add_routes(routes).serve_with_incoming_shutdown(
+        TcpListenerStream::new(grpc_listener),
+        async move {
+            let _ = grpc_stopped.wait_for(|s| *s).await;
+        },
+    ));
+    let app = billing_http.merge(probes(store.clone(), context));
+    let mut http_stopped = stopped;
+    let http = tokio::spawn(async move {
+        axum::serve(http_listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = http_stopped.wait_for(|s| *s).await;
+            })
+            .await
+    });
+    println!(
+        "aforo billing ready: http=http://{http_addr} grpc={grpc_addr} store={}",
+        store.backend()
+    );
+    shutdown_signal().await;
+    let _ = stop.send(true);
+    grpc.await??;
+    http.await??;
+    Ok(ExitCode::SUCCESS)
 }
 
 pub async fn ingest(args: IngestArgs) -> anyhow::Result<ExitCode> {

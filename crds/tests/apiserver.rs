@@ -239,6 +239,7 @@ async fn a_pipeline_role_with_both_replicas_and_autoscaling_is_rejected() {
         &namespace,
         json!({
             "image": "aforo:dev", "database": {"name": "db", "key": "url"},
+            "apiKey": {"name": "tenant", "key": "api-key"},
             "ingest": {"replicas": 2, "autoscaling": {"minReplicas": 1, "maxReplicas": 3}}
         }),
     );

@@ -117,7 +117,8 @@ fn a_role_has_replicas_or_autoscaling_and_min_at_most_max() {
             ..Default::default()
         },
         spec: serde_json::from_value(json!({
-            "image": "aforo:dev", "database": {"name": "db", "key": "url"}, "ingest": ingest
+            "image": "aforo:dev", "database": {"name": "db", "key": "url"},
+            "apiKey": {"name": "tenant", "key": "api-key"}, "ingest": ingest
         }))
         .expect("a MeteringPipelineSpec"),
         status: None,

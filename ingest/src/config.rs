@@ -67,6 +67,12 @@ pub struct IngestConfig {
     #[arg(long, env = "AFORO_SECRETS_DIR")]
     pub secrets_dir: Option<std::path::PathBuf>,
 
+    /// Close each gRPC connection after this long (after a grace period for
+    /// calls in flight), so that clients reconnect and spread over the
+    /// replicas there are now, e.g. `5m`. Default: connections live on.
+    #[arg(long, env = "AFORO_GRPC_MAX_CONNECTION_AGE", value_parser = duration)]
+    pub grpc_max_connection_age: Option<Duration>,
+
     /// Group-commit transactions in flight at once (SQLite always uses 1).
     #[arg(long, env = "AFORO_COMMIT_WRITERS", default_value_t = 4)]
     pub commit_writers: usize,

@@ -47,6 +47,7 @@ pub struct IngestServer {
     batches: BatchState,
     grpc_service: IngestGrpc,
     max_body_bytes: usize,
+    max_connection_age: Option<std::time::Duration>,
     extra_http: axum::Router,
     extra_grpc: tonic::service::Routes,
 }
@@ -112,6 +113,7 @@ impl IngestServer {
             },
             grpc_service: IngestGrpc::new(ingestor, auth, limits),
             max_body_bytes: config.max_body_bytes,
+            max_connection_age: config.grpc_max_connection_age,
             extra_http: axum::Router::new(),
             extra_grpc: tonic::service::Routes::default(),
         })
@@ -176,12 +178,14 @@ impl IngestServer {
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(ingest);
-        let grpc = tonic::transport::Server::builder()
-            .add_routes(routes)
-            .serve_with_incoming_shutdown(
-                TcpListenerStream::new(self.grpc),
-                stopped(stop_rx.clone()),
-            );
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(age) = self.max_connection_age {
+            builder = builder.max_connection_age(age);
+        }
+        let grpc = builder.add_routes(routes).serve_with_incoming_shutdown(
+            TcpListenerStream::new(self.grpc),
+            stopped(stop_rx.clone()),
+        );
 
         let app = rest::router(self.rest)
             .merge(webhooks::router(self.webhooks))

@@ -88,6 +88,9 @@ pub struct MeteringPipelineSpec {
     /// Secret key holding the Redis URL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redis: Option<SecretKeyRef>,
+    /// Secret key holding the API key of the tenant whose catalog this
+    /// namespace declares: the operator applies the catalog with it.
+    pub api_key: SecretKeyRef,
     #[serde(default)]
     pub ingest: RoleSpec,
     #[serde(default)]
