@@ -263,6 +263,11 @@ pub async fn run(args: ProxyArgs) -> Result<ExitCode, Error> {
         .connect_lazy();
     let client =
         IngestServiceClient::with_interceptor(channel, Bearer::new(&key).map_err(Error::Config)?);
+    // The shipper stops after the spool writer has written everything the
+    // meter emitted (the sessions closed at stop included): stopping both
+    // at once let the shipper find the spool empty and leave before the
+    // last events reached it.
+    let (stop_shipping, shipping_stopped) = watch::channel(false);
     let shipper = tokio::spawn(
         Shipper {
             spool,
@@ -271,7 +276,7 @@ pub async fn run(args: ProxyArgs) -> Result<ExitCode, Error> {
             batch: args.batch.max(1),
             metrics: metrics.clone(),
         }
-        .run(stopped.clone(), args.drain_timeout),
+        .run(shipping_stopped, args.drain_timeout),
     );
 
     let server = args.server_name(&mode);
@@ -381,6 +386,7 @@ pub async fn run(args: ProxyArgs) -> Result<ExitCode, Error> {
     if writer.await.is_err() {
         tracing::error!("the spool writer failed while stopping");
     }
+    let _ = stop_shipping.send(true);
     if shipper.await.is_err() {
         tracing::error!("the shipper failed while stopping");
     }
