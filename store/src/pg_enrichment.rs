@@ -361,20 +361,36 @@ impl EnrichmentClaim for PgClaim {
                 ledger.push(outcome, intent, quantity, revenue);
             }
         }
-        let written = ledger.len();
+        let written = ledger.event_ids.len();
         if written > 0 {
-            // COPY rather than INSERT … UNNEST: the same rows for less of
-            // PostgreSQL's CPU (no executor, no array decoding), inside the
-            // same transaction.
-            let mut copy = tx
-                .copy_in_raw(
-                    "COPY ledger (event_id, meter, tenant_id, customer, subscription_id, rate_plan,
-                         catalog_version, dimension, period_start, event_time, quantity, revenue,
-                         currency, cost, cost_currency, enriched_at) FROM STDIN",
-                )
-                .await?;
-            copy.send(ledger.into_copy_text(now).into_bytes()).await?;
-            copy.finish().await?;
+            sqlx::query(
+                "INSERT INTO ledger (event_id, meter, tenant_id, customer, subscription_id, rate_plan,
+                     catalog_version, dimension, period_start, event_time, quantity, revenue, currency,
+                     cost, cost_currency, enriched_at)
+                 SELECT e, m, t, c, s, rp, cv, d, p, et, q, r, cur, co, cc, $16
+                 FROM UNNEST($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::uuid[], $6::text[],
+                     $7::int8[], $8::text[], $9::timestamptz[], $10::timestamptz[], $11::numeric[],
+                     $12::numeric[], $13::text[], $14::numeric[], $15::text[])
+                   AS l(e, m, t, c, s, rp, cv, d, p, et, q, r, cur, co, cc)",
+            )
+            .bind(&ledger.event_ids)
+            .bind(&ledger.meters)
+            .bind(&ledger.tenants)
+            .bind(&ledger.customers)
+            .bind(&ledger.subscriptions)
+            .bind(&ledger.rate_plans)
+            .bind(&ledger.catalog_versions)
+            .bind(&ledger.dimensions)
+            .bind(&ledger.periods)
+            .bind(&ledger.event_times)
+            .bind(&ledger.quantities)
+            .bind(&ledger.revenues)
+            .bind(&ledger.currencies)
+            .bind(&ledger.costs)
+            .bind(&ledger.cost_currencies)
+            .bind(now)
+            .execute(&mut **tx)
+            .await?;
         }
         if !keys.is_empty() {
             let states: Vec<&TotalState> = totals.values().collect();
@@ -419,52 +435,27 @@ impl EnrichmentClaim for PgClaim {
     }
 }
 
-/// The ledger rows of a batch, as COPY's text format.
+/// The ledger rows of a batch, as columns for one UNNEST insert.
 #[derive(Default)]
 struct LedgerColumns {
-    rows: Vec<LedgerRow>,
-}
-
-struct LedgerRow {
-    event: Uuid,
-    meter: String,
-    tenant: Uuid,
-    customer: String,
-    subscription: Uuid,
-    rate_plan: String,
-    catalog_version: i64,
-    dimension: String,
-    period_start: DateTime<Utc>,
-    event_time: DateTime<Utc>,
-    quantity: Decimal,
-    revenue: Decimal,
-    currency: String,
-    cost: Decimal,
-    cost_currency: Option<String>,
-}
-
-/// Appends `value` escaped for COPY's text format.
-fn copy_text(value: &str, out: &mut String) {
-    for c in value.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '\t' => out.push_str("\\t"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            c => out.push(c),
-        }
-    }
-}
-
-fn copy_time(t: &DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+    event_ids: Vec<Uuid>,
+    meters: Vec<String>,
+    tenants: Vec<Uuid>,
+    customers: Vec<String>,
+    subscriptions: Vec<Uuid>,
+    rate_plans: Vec<String>,
+    catalog_versions: Vec<i64>,
+    dimensions: Vec<String>,
+    periods: Vec<DateTime<Utc>>,
+    event_times: Vec<DateTime<Utc>>,
+    quantities: Vec<Decimal>,
+    revenues: Vec<Decimal>,
+    currencies: Vec<String>,
+    costs: Vec<Decimal>,
+    cost_currencies: Vec<Option<String>>,
 }
 
 impl LedgerColumns {
-    fn len(&self) -> usize {
-        self.rows.len()
-    }
-
     fn push(
         &mut self,
         outcome: &EnrichmentOutcome,
@@ -473,67 +464,20 @@ impl LedgerColumns {
         revenue: Decimal,
     ) {
         let key = &intent.key;
-        self.rows.push(LedgerRow {
-            event: outcome.event,
-            meter: key.meter.clone(),
-            tenant: key.tenant,
-            customer: intent.customer.clone(),
-            subscription: key.subscription,
-            rate_plan: intent.rate_plan.clone(),
-            catalog_version: intent.catalog_version,
-            dimension: key.dimension.clone(),
-            period_start: key.period_start,
-            event_time: outcome.event_time,
-            quantity,
-            revenue,
-            currency: intent.currency.clone(),
-            cost: intent.cost,
-            cost_currency: intent.cost_currency.clone(),
-        });
-    }
-
-    fn into_copy_text(self, now: DateTime<Utc>) -> String {
-        // `fmt::Write` into a String cannot fail: the results are ().
-        use std::fmt::Write;
-        let enriched_at = copy_time(&now);
-        let mut out = String::with_capacity(self.rows.len() * 320);
-        for r in self.rows {
-            let _ = write!(out, "{}\t", r.event);
-            copy_text(&r.meter, &mut out);
-            let _ = write!(out, "\t{}\t", r.tenant);
-            copy_text(&r.customer, &mut out);
-            let _ = write!(out, "\t{}\t", r.subscription);
-            copy_text(&r.rate_plan, &mut out);
-            let _ = write!(out, "\t{}\t", r.catalog_version);
-            copy_text(&r.dimension, &mut out);
-            let _ = write!(
-                out,
-                "\t{}\t{}\t{}\t{}\t",
-                copy_time(&r.period_start),
-                copy_time(&r.event_time),
-                r.quantity,
-                r.revenue
-            );
-            copy_text(&r.currency, &mut out);
-            let _ = write!(out, "\t{}\t", r.cost);
-            match &r.cost_currency {
-                Some(c) => copy_text(c, &mut out),
-                None => out.push_str("\\N"),
-            }
-            let _ = writeln!(out, "\t{enriched_at}");
-        }
-        out
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn copy_text_escapes_what_copy_reads_as_syntax() {
-        let mut out = String::new();
-        copy_text("a\tb\\c\nd", &mut out);
-        assert_eq!(out, "a\\tb\\\\c\\nd");
+        self.event_ids.push(outcome.event);
+        self.meters.push(key.meter.clone());
+        self.tenants.push(key.tenant);
+        self.customers.push(intent.customer.clone());
+        self.subscriptions.push(key.subscription);
+        self.rate_plans.push(intent.rate_plan.clone());
+        self.catalog_versions.push(intent.catalog_version);
+        self.dimensions.push(key.dimension.clone());
+        self.periods.push(key.period_start);
+        self.event_times.push(outcome.event_time);
+        self.quantities.push(quantity);
+        self.revenues.push(revenue);
+        self.currencies.push(intent.currency.clone());
+        self.costs.push(intent.cost);
+        self.cost_currencies.push(intent.cost_currency.clone());
     }
 }
