@@ -170,7 +170,7 @@ pub async fn deliver_due(
     let http = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(10))
         .build()
-        .map_err(|e| RunError::Document("webhook client".into(), e.to_string()))?;
+        .map_err(|e| RunError::Internal(format!("cannot build the webhook client: {e}")))?;
     let (mut delivered, mut failed) = (0, 0);
     loop {
         let due = store.due_deliveries(now, 100).await?;

@@ -148,6 +148,8 @@ pub enum RunError {
     Store(#[from] StoreError),
     #[error("stored invoice {0} cannot be read: {1}")]
     Document(String, String),
+    #[error("{0}")]
+    Internal(String),
 }
 
 fn micros(t: DateTime<Utc>) -> DateTime<Utc> {
@@ -739,7 +741,7 @@ pub async fn run(
         let waiting = std::time::Instant::now();
         let events = reading
             .await
-            .map_err(|e| RunError::Document("reading events".into(), e.to_string()))??;
+            .map_err(|e| RunError::Internal(format!("the task reading events failed: {e}")))??;
         report.timings.read_wait += ms(waiting);
         next = chunks.get(n + 1).map(read);
         report.events_read += events.len() as u64;
