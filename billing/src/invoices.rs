@@ -116,9 +116,9 @@ impl InvoiceApi {
         &self.config
     }
 
-    /// Runs a bill run for periods ended by `as_of` (default now), counting
-    /// events stored by `cutoff` (default now minus the settle delay), then
-    /// makes the deliveries that are due.
+    /// Runs a bill run for periods ended by `as_of` (default: the cut-off),
+    /// counting events stored by `cutoff` (default now minus the settle
+    /// delay), then makes the deliveries that are due.
     pub async fn run(
         &self,
         tenant: Uuid,
@@ -127,13 +127,16 @@ impl InvoiceApi {
         subscription: Option<Uuid>,
     ) -> Result<RunReport, InvoiceError> {
         let now = Utc::now();
-        let as_of = as_of.unwrap_or(now);
+        let cutoff = cutoff.unwrap_or(now - self.settle_delay);
+        // By default a period is due once the cut-off has passed its end,
+        // so that the events stored in its last moments are on its invoice
+        // rather than adjustments on the next.
+        let as_of = as_of.unwrap_or(cutoff.min(now));
         if as_of > now {
             return Err(InvoiceError::Invalid(format!(
                 "as_of {as_of} is in the future: periods are billed once they have ended"
             )));
         }
-        let cutoff = cutoff.unwrap_or(now - self.settle_delay);
         if cutoff > now {
             return Err(InvoiceError::Invalid(format!(
                 "cutoff {cutoff} is in the future: events stored after it would fall between invoices"

@@ -100,7 +100,7 @@ impl BillingArgs {
 pub enum BillCommand {
     /// Bill every period that has ended and has no invoice yet.
     Run {
-        /// Bill periods that ended by this time (RFC 3339; default now).
+        /// Bill periods that ended by this time (RFC 3339; default: the cut-off).
         #[arg(long)]
         as_of: Option<String>,
         /// Count events stored by this time (RFC 3339, or `now`; default
