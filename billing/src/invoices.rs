@@ -338,6 +338,8 @@ impl InvoiceApi {
                 if line.event_count == 0 || !line.period.contains(found.event.time) {
                     continue;
                 }
+                // The lineage alone says whether the event is on this line;
+                // its events are read only for the line that has it.
                 let ids = self
                     .store
                     .line_events(tenant, stored.id, line.number)
@@ -346,16 +348,10 @@ impl InvoiceApi {
                 let Some(index) = ids.iter().position(|id| *id == event) else {
                     continue;
                 };
-                let mut hashes: BTreeMap<Uuid, String> = BTreeMap::new();
-                for chunk in ids.chunks(5000) {
-                    for e in self.store.events_by_ids(tenant, chunk).await? {
-                        hashes.insert(e.stored_id, e.validation_hash);
-                    }
-                }
-                let leaves: Vec<_> = ids
-                    .iter()
-                    .map(|id| merkle::leaf(*id, hashes.get(id).map_or("", String::as_str)))
-                    .collect();
+                let leaves =
+                    audit::line_leaves(self.store.as_ref(), tenant, stored.id, line.number)
+                        .await?
+                        .leaves;
                 let proof = merkle::proof(&leaves, index).ok_or_else(|| {
                     InvoiceError::Run(format!("no proof for leaf {index} of {}", leaves.len()))
                 })?;

@@ -13,6 +13,7 @@ use crate::billing::{
 };
 use crate::enrichment::{TotalKey, TotalState};
 use crate::model::clamp_limit;
+use crate::pg_enrichment::total_from_row;
 use crate::postgres::event_from_row;
 use crate::{PgStore, Result, StoreError, StoredEvent};
 
@@ -528,24 +529,6 @@ impl PgStore {
         .bind(to)
         .fetch_all(self.pool())
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok((
-                    TotalKey {
-                        tenant,
-                        subscription: r.try_get("subscription_id")?,
-                        meter: r.try_get("meter")?,
-                        dimension: r.try_get("dimension")?,
-                        period_start: r.try_get("period_start")?,
-                        plan_terms: r.try_get("plan_terms")?,
-                    },
-                    TotalState {
-                        quantity: r.try_get("quantity")?,
-                        price: r.try_get("price")?,
-                        latest_time: r.try_get("latest_time")?,
-                    },
-                ))
-            })
-            .collect()
+        rows.iter().map(|r| total_from_row(tenant, r)).collect()
     }
 }

@@ -16,6 +16,29 @@ use crate::postgres::{event_from_row, micros};
 use crate::{HourRow, LedgerLine};
 use crate::{PgStore, Result, StoredEvent};
 
+/// A running total as read back: `subscription_id`, `meter`, `dimension`,
+/// `period_start`, `plan_terms`, `quantity`, `price`, `latest_time`.
+pub(crate) fn total_from_row(
+    tenant: Uuid,
+    r: &sqlx::postgres::PgRow,
+) -> Result<(TotalKey, TotalState)> {
+    Ok((
+        TotalKey {
+            tenant,
+            subscription: r.try_get("subscription_id")?,
+            meter: r.try_get("meter")?,
+            dimension: r.try_get("dimension")?,
+            period_start: r.try_get("period_start")?,
+            plan_terms: r.try_get("plan_terms")?,
+        },
+        TotalState {
+            quantity: r.try_get("quantity")?,
+            price: r.try_get("price")?,
+            latest_time: r.try_get("latest_time")?,
+        },
+    ))
+}
+
 /// Shards of the enrichment queue (see migration 0003).
 const QUEUE_SHARDS: u32 = 16;
 /// The advisory-lock key space of queue shards.
@@ -66,7 +89,8 @@ impl PgStore {
         subscription: Uuid,
     ) -> Result<Vec<(TotalKey, TotalState)>> {
         let rows = sqlx::query(
-            "SELECT meter, dimension, period_start, plan_terms, quantity, price, latest_time
+            "SELECT subscription_id, meter, dimension, period_start, plan_terms, quantity, price,
+                 latest_time
              FROM running_totals WHERE tenant_id = $1 AND subscription_id = $2
              ORDER BY period_start, meter, dimension",
         )
@@ -74,25 +98,7 @@ impl PgStore {
         .bind(subscription)
         .fetch_all(self.pool())
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok((
-                    TotalKey {
-                        tenant,
-                        subscription,
-                        meter: r.try_get("meter")?,
-                        dimension: r.try_get("dimension")?,
-                        period_start: r.try_get("period_start")?,
-                        plan_terms: r.try_get("plan_terms")?,
-                    },
-                    TotalState {
-                        quantity: r.try_get("quantity")?,
-                        price: r.try_get("price")?,
-                        latest_time: r.try_get("latest_time")?,
-                    },
-                ))
-            })
-            .collect()
+        rows.iter().map(|r| total_from_row(tenant, r)).collect()
     }
 
     /// Claims the oldest ready events of the first shard no other enricher

@@ -14,7 +14,7 @@ use crate::billing::{
 use crate::enrichment::{TotalKey, TotalState};
 use crate::model::clamp_limit;
 use crate::sqlite::{event_from_row, time, uuid};
-use crate::sqlite_enrichment::decimal;
+use crate::sqlite_enrichment::{decimal, total_from_row};
 use crate::{Result, SqliteStore, StoreError, StoredEvent};
 
 macro_rules! event_columns {
@@ -475,24 +475,6 @@ impl SqliteStore {
         .bind(us(to))
         .fetch_all(self.readers())
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok((
-                    TotalKey {
-                        tenant,
-                        subscription: uuid(r.try_get("subscription_id")?)?,
-                        meter: r.try_get("meter")?,
-                        dimension: r.try_get("dimension")?,
-                        period_start: time(r.try_get("period_start")?)?,
-                        plan_terms: r.try_get("plan_terms")?,
-                    },
-                    TotalState {
-                        quantity: decimal(r.try_get("quantity")?)?,
-                        price: decimal(r.try_get("price")?)?,
-                        latest_time: opt_time(r.try_get("latest_time")?)?,
-                    },
-                ))
-            })
-            .collect()
+        rows.iter().map(|r| total_from_row(tenant, r)).collect()
     }
 }

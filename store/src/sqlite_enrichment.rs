@@ -24,6 +24,31 @@ pub(crate) struct SqliteClaim {
     events: Vec<StoredEvent>,
 }
 
+/// A running total as read back (see the PostgreSQL twin).
+pub(crate) fn total_from_row(
+    tenant: Uuid,
+    r: &sqlx::sqlite::SqliteRow,
+) -> Result<(TotalKey, TotalState)> {
+    Ok((
+        TotalKey {
+            tenant,
+            subscription: crate::sqlite::uuid(r.try_get("subscription_id")?)?,
+            meter: r.try_get("meter")?,
+            dimension: r.try_get("dimension")?,
+            period_start: time(r.try_get("period_start")?)?,
+            plan_terms: r.try_get("plan_terms")?,
+        },
+        TotalState {
+            quantity: decimal(r.try_get("quantity")?)?,
+            price: decimal(r.try_get("price")?)?,
+            latest_time: r
+                .try_get::<Option<i64>, _>("latest_time")?
+                .map(time)
+                .transpose()?,
+        },
+    ))
+}
+
 pub(crate) fn decimal(text: &str) -> Result<Decimal> {
     Decimal::from_str(text).map_err(|_| StoreError::Corrupt(format!("{text:?} is not a decimal")))
 }
@@ -75,7 +100,8 @@ impl SqliteStore {
         subscription: Uuid,
     ) -> Result<Vec<(TotalKey, TotalState)>> {
         let rows = sqlx::query(
-            "SELECT meter, dimension, period_start, plan_terms, quantity, price, latest_time
+            "SELECT subscription_id, meter, dimension, period_start, plan_terms, quantity, price,
+                 latest_time
              FROM running_totals WHERE tenant_id = ?1 AND subscription_id = ?2
              ORDER BY period_start, meter, dimension",
         )
@@ -83,28 +109,7 @@ impl SqliteStore {
         .bind(subscription.to_string())
         .fetch_all(self.readers())
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok((
-                    TotalKey {
-                        tenant,
-                        subscription,
-                        meter: r.try_get("meter")?,
-                        dimension: r.try_get("dimension")?,
-                        period_start: time(r.try_get("period_start")?)?,
-                        plan_terms: r.try_get("plan_terms")?,
-                    },
-                    TotalState {
-                        quantity: decimal(r.try_get("quantity")?)?,
-                        price: decimal(r.try_get("price")?)?,
-                        latest_time: r
-                            .try_get::<Option<i64>, _>("latest_time")?
-                            .map(time)
-                            .transpose()?,
-                    },
-                ))
-            })
-            .collect()
+        rows.iter().map(|r| total_from_row(tenant, r)).collect()
     }
 
     pub(crate) async fn sqlite_claim_enrichment(

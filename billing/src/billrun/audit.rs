@@ -133,6 +133,48 @@ impl AuditEvent {
     }
 }
 
+/// An invoice line's events as stored and the Merkle leaves of their
+/// stored validation hashes, in line order.
+pub struct LineLeaves {
+    pub ids: Vec<Uuid>,
+    pub events: BTreeMap<Uuid, StoredEvent>,
+    pub leaves: Vec<merkle::Hash>,
+}
+
+/// Reads a line's lineage and events and computes its leaves; a missing
+/// event keeps its place with an empty hash, so verification names it.
+pub async fn line_leaves(
+    store: &dyn Store,
+    tenant: Uuid,
+    invoice: Uuid,
+    line: u32,
+) -> Result<LineLeaves, RunError> {
+    let ids = store
+        .line_events(tenant, invoice, line)
+        .await?
+        .unwrap_or_default();
+    let mut events: BTreeMap<Uuid, StoredEvent> = BTreeMap::new();
+    for chunk in ids.chunks(5000) {
+        for e in store.events_by_ids(tenant, chunk).await? {
+            events.insert(e.stored_id, e);
+        }
+    }
+    let leaves = ids
+        .iter()
+        .map(|id| {
+            merkle::leaf(
+                *id,
+                events.get(id).map_or("", |e| e.validation_hash.as_str()),
+            )
+        })
+        .collect();
+    Ok(LineLeaves {
+        ids,
+        events,
+        leaves,
+    })
+}
+
 /// Exports an invoice (by id or number) of `tenant`.
 pub async fn export(
     store: &dyn Store,
@@ -145,33 +187,19 @@ pub async fn export(
     let doc = parse_invoice(&stored)?;
     let mut lines = Vec::new();
     for line in &doc.lines {
-        let ids = store
-            .line_events(tenant.id, stored.id, line.number)
-            .await?
-            .unwrap_or_default();
-        let mut events: BTreeMap<Uuid, StoredEvent> = BTreeMap::new();
+        let LineLeaves {
+            ids,
+            events,
+            leaves,
+        } = line_leaves(store, tenant.id, stored.id, line.number).await?;
         let mut ledger = BTreeMap::new();
         for chunk in ids.chunks(5000) {
-            for e in store.events_by_ids(tenant.id, chunk).await? {
-                events.insert(e.stored_id, e);
-            }
             for l in store.ledger_of(tenant.id, chunk).await? {
                 if line.key.as_ref().is_some_and(|k| k.meter == l.meter) {
                     ledger.insert(l.event, l);
                 }
             }
         }
-        // The leaves from the stored hashes, in line order; a missing event
-        // keeps its place with an empty hash, so verify names it.
-        let leaves: Vec<merkle::Hash> = ids
-            .iter()
-            .map(|id| {
-                merkle::leaf(
-                    *id,
-                    events.get(id).map_or("", |e| e.validation_hash.as_str()),
-                )
-            })
-            .collect();
         let mut audit_events = Vec::with_capacity(ids.len());
         for (i, id) in ids.iter().enumerate() {
             let Some(e) = events.get(id) else { continue };
