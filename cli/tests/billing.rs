@@ -277,6 +277,8 @@ async fn bill_run_end_to_end(backend: Backend) {
         "{err}"
     );
     assert!(err.contains("1 invoiced"), "{err}");
+    // Every event was enriched before the cut-off: the estimator agrees.
+    assert!(err.contains("0 reconciliation differences"), "{err}");
 
     let sep = invoice(&server, "INV-000001").await;
     assert_eq!(sep["customer"], "acme");

@@ -26,8 +26,8 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::{
-    Aggregated, DiscountTerm, Inputs, Invoice, LatePeriod, LineKind, Period, RoutingConfig,
-    TaxTable, UsageItem, bill_with_aggregates,
+    Aggregated, DiscountTerm, Inputs, Invoice, LatePeriod, LineKey, LineKind, Period,
+    RoutingConfig, TaxTable, UsageItem, bill_with_aggregates,
 };
 use crate::period::{period_start, step};
 use crate::resolve::{CatalogAt, EventView, TenantContext, resolve_view};
@@ -537,44 +537,42 @@ fn reconcile(
         .flatten()
         .map(|(k, v)| (k, v))
         .collect();
-    let key = |a: &Aggregated| TotalKey {
-        tenant,
-        subscription: sub,
-        meter: a.key.meter.clone(),
-        dimension: a.key.dimension.clone(),
-        period_start: period.start,
-        plan_terms: a.key.plan_terms.clone(),
-    };
-    let mut seen = BTreeSet::new();
-    for a in aggregated {
-        let k = key(a);
-        let est = estimated.get(&k).map(|s| **s).unwrap_or_default();
-        seen.insert(k);
-        if est.quantity != a.quantity || est.price != a.estimate {
-            out.push(Difference {
-                subscription: sub,
-                period_start: period.start,
-                meter: a.key.meter.clone(),
-                dimension: a.key.dimension.clone(),
-                plan_terms: a.key.plan_terms.clone(),
-                aggregated_quantity: a.quantity,
-                estimated_quantity: est.quantity,
-                aggregated_amount: a.estimate,
-                estimated_amount: est.price,
-            });
+    // Every key either side knows, Aggregate's first; a side without the
+    // key counts as zero.
+    let mut keys: Vec<(LineKey, Decimal, Decimal)> = aggregated
+        .iter()
+        .map(|a| (a.key.clone(), a.quantity, a.estimate))
+        .collect();
+    for k in estimated.keys() {
+        let line = LineKey {
+            meter: k.meter.clone(),
+            dimension: k.dimension.clone(),
+            plan_terms: k.plan_terms.clone(),
+        };
+        if !keys.iter().any(|(l, _, _)| *l == line) {
+            keys.push((line, Decimal::ZERO, Decimal::ZERO));
         }
     }
-    for (k, est) in estimated {
-        if !seen.contains(k) && (!est.quantity.is_zero() || !est.price.is_zero()) {
+    for (line, quantity, amount) in keys {
+        let total = TotalKey {
+            tenant,
+            subscription: sub,
+            meter: line.meter.clone(),
+            dimension: line.dimension.clone(),
+            period_start: period.start,
+            plan_terms: line.plan_terms.clone(),
+        };
+        let est = estimated.get(&total).map(|s| **s).unwrap_or_default();
+        if est.quantity != quantity || est.price != amount {
             out.push(Difference {
                 subscription: sub,
                 period_start: period.start,
-                meter: k.meter.clone(),
-                dimension: k.dimension.clone(),
-                plan_terms: k.plan_terms.clone(),
-                aggregated_quantity: Decimal::ZERO,
+                meter: line.meter,
+                dimension: line.dimension,
+                plan_terms: line.plan_terms,
+                aggregated_quantity: quantity,
                 estimated_quantity: est.quantity,
-                aggregated_amount: Decimal::ZERO,
+                aggregated_amount: amount,
                 estimated_amount: est.price,
             });
         }
@@ -901,6 +899,57 @@ mod tests {
 
     fn t(d: u32) -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2026, 3, d, 0, 0, 0).unwrap()
+    }
+
+    #[test]
+    fn reconciliation_reports_every_difference_and_nothing_else() {
+        use super::super::aggregate::fold_all;
+        use super::super::fixtures::{inputs_with, plan_per_unit, sum_item};
+        use rust_decimal_macros::dec;
+        let inputs = inputs_with(
+            plan_per_unit("0.5", None),
+            vec![sum_item(1, "api", dec!(4)), sum_item(2, "api", dec!(6))],
+        );
+        let aggregated = fold_all(&inputs.usage);
+        let item = &inputs.usage[0].intent.key;
+        let period = super::super::fixtures::period(3);
+        let state = |q: Decimal, p: Decimal| TotalState {
+            quantity: q,
+            price: p,
+            latest_time: None,
+        };
+        let mut other = item.clone();
+        other.meter = "storage".into();
+        let run = |totals: Vec<(TotalKey, TotalState)>| {
+            let mut by_period = TotalsByPeriod::new();
+            by_period.insert((item.subscription, period.start), totals);
+            let mut out = Vec::new();
+            reconcile(
+                item.subscription,
+                period,
+                item.tenant,
+                &aggregated,
+                &by_period,
+                &mut out,
+            );
+            out
+        };
+        // The estimator agrees: nothing to report.
+        assert!(run(vec![(item.clone(), state(dec!(10), dec!(5)))]).is_empty());
+        // It is behind (an event not yet enriched), and it knows a total the
+        // bill run does not: both reported, with both sides' figures.
+        let found = run(vec![
+            (item.clone(), state(dec!(4), dec!(2))),
+            (other.clone(), state(dec!(1), dec!(0.2))),
+        ]);
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert_eq!(
+            (found[0].aggregated_quantity, found[0].estimated_quantity),
+            (dec!(10), dec!(4))
+        );
+        assert_eq!(found[1].meter, "storage");
+        assert_eq!(found[1].aggregated_amount, Decimal::ZERO);
+        assert_eq!(found[1].estimated_amount, dec!(0.2));
     }
 
     #[test]
