@@ -66,6 +66,9 @@ struct Args {
     /// Connections of the naive INSERT baseline.
     #[arg(long, default_value_t = 8)]
     insert_connections: usize,
+    /// Keep the benchmark's database afterwards, to look into it.
+    #[arg(long)]
+    keep_database: bool,
 }
 
 /// The workload: deterministic, so every run offers the same events.
@@ -303,52 +306,63 @@ async fn billing_context(database: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs `processes` enrichers until the queue is empty; returns the events
-/// enriched, the time it took, and the CPU seconds of the enrichers and of
-/// PostgreSQL meanwhile.
+/// Runs `processes` enrichers (`aforo enrich --drain`) until nothing is
+/// left to enrich; returns the events they enriched (as each reports), the
+/// time it took, and the CPU seconds of the enrichers and of PostgreSQL
+/// meanwhile. Nothing polls the database while they run.
 async fn enrich(
     bin: &PathBuf,
     database: &str,
     processes: usize,
 ) -> anyhow::Result<(usize, Duration, f64, f64)> {
-    let mut conn = PgConnection::connect(database).await?;
-    let pending = || "SELECT count(*) FROM enrichment_queue WHERE waiting IS NULL";
-    let queued: i64 = sqlx::query_scalar(pending()).fetch_one(&mut conn).await?;
     let pg_before = cpu_of_all("postgres");
     let start = Instant::now();
     let mut children = Vec::new();
     for _ in 0..processes {
         children.push(
             Command::new(bin)
-                .args(["enrich", "--database-url", database])
-                .args(["--http-addr", "127.0.0.1:0"])
+                .args(["enrich", "--drain", "--database-url", database])
                 .env("AFORO_LOG", "warn")
-                .stdout(Stdio::null())
+                .stdout(Stdio::piped())
                 .kill_on_drop(true)
                 .spawn()
                 .context("start aforo enrich")?,
         );
     }
-    loop {
-        let left: i64 = sqlx::query_scalar(pending()).fetch_one(&mut conn).await?;
-        if left == 0 {
-            break;
+    // The CPU of a process can only be read while it exists: sample each
+    // until it exits.
+    let mut cpu = vec![0.0; children.len()];
+    let mut running: Vec<bool> = vec![true; children.len()];
+    while running.iter().any(|r| *r) {
+        for (i, child) in children.iter_mut().enumerate() {
+            if !running[i] {
+                continue;
+            }
+            if let Some(pid) = child.id() {
+                cpu[i] = cpu_seconds(pid);
+            }
+            if let Some(status) = child.try_wait()? {
+                anyhow::ensure!(status.success(), "aforo enrich --drain failed: {status}");
+                running[i] = false;
+            }
         }
-        // Counting the queue costs PostgreSQL too: look rarely.
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let elapsed = start.elapsed();
     let pg_cpu = cpu_of_all("postgres") - pg_before;
-    let enrich_cpu: f64 = children
-        .iter()
-        .filter_map(|c| c.id())
-        .map(cpu_seconds)
-        .sum();
-    for mut child in children {
-        child.start_kill()?;
-        child.wait().await?;
+    let mut enriched = 0usize;
+    for child in children {
+        let out = child.wait_with_output().await?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let n = text
+            .split("drained; ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse::<usize>().ok())
+            .with_context(|| format!("aforo enrich --drain said: {text}"))?;
+        enriched += n;
     }
-    Ok((queued as usize, elapsed, enrich_cpu, pg_cpu))
+    Ok((enriched, elapsed, cpu.iter().sum(), pg_cpu))
 }
 
 /// A running `aforo ingest` on the benchmark database.
@@ -635,6 +649,17 @@ async fn insert_rows(
 
 /// CPU seconds (user + system) a process has used, from /proc.
 fn cpu_seconds(pid: u32) -> f64 {
+    stat_cpu(pid, false)
+}
+
+/// CPU seconds of a process and of its children that have exited and been
+/// waited for (PostgreSQL's postmaster reaps the backends of closed
+/// connections and autovacuum workers: their CPU stays counted).
+fn cpu_seconds_with_children(pid: u32) -> f64 {
+    stat_cpu(pid, true)
+}
+
+fn stat_cpu(pid: u32, children: bool) -> f64 {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return 0.0;
     };
@@ -649,11 +674,15 @@ fn cpu_seconds(pid: u32) -> f64 {
             .and_then(|f| f.parse::<f64>().ok())
             .unwrap_or(0.0)
     };
-    // utime and stime are fields 14 and 15 of stat, 12 and 13 after the name.
-    (ticks(11) + ticks(12)) / 100.0
+    // utime and stime are fields 14 and 15 of stat, 12 and 13 after the
+    // name; cutime and cstime (children waited for) 16 and 17.
+    let own = ticks(11) + ticks(12);
+    let reaped = if children { ticks(13) + ticks(14) } else { 0.0 };
+    (own + reaped) / 100.0
 }
 
-/// CPU seconds used by every process whose command is `name`.
+/// CPU seconds used by every process whose command is `name`, and by their
+/// children that have exited.
 fn cpu_of_all(name: &str) -> f64 {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return 0.0;
@@ -664,7 +693,7 @@ fn cpu_of_all(name: &str) -> f64 {
         .filter(|pid| {
             std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == name)
         })
-        .map(cpu_seconds)
+        .map(cpu_seconds_with_children)
         .sum()
 }
 
@@ -861,6 +890,10 @@ async fn main() -> anyhow::Result<()> {
     );
 
     drop(admin);
+    if args.keep_database {
+        println!("kept database {name}");
+        return Ok(());
+    }
     let mut admin = PgConnection::connect(&args.database_url).await?;
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
         "DROP DATABASE IF EXISTS {name} WITH (FORCE)"

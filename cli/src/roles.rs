@@ -106,6 +106,11 @@ pub struct EnrichArgs {
     /// Address of /healthz, /readyz and /metrics.
     #[arg(long, env = "AFORO_ENRICH_HTTP_ADDR", default_value = "127.0.0.1:8472")]
     http_addr: std::net::SocketAddr,
+    /// Enrich what is waiting, then exit (a one-off backfill): done when a
+    /// claim finds nothing and the backlog is empty. Prints how many events
+    /// this process enriched.
+    #[arg(long)]
+    drain: bool,
 }
 
 /// The enrich role: claims batches from the store's queue until stopped.
@@ -119,6 +124,14 @@ pub async fn enrich(args: EnrichArgs) -> anyhow::Result<ExitCode> {
         // Nothing invalidates an in-process cache from another process.
         None => ContextCache::in_process(Duration::from_secs(5)),
     });
+    if args.drain {
+        let taken = Enricher::new(store, context, args.batch)
+            .drain()
+            .await
+            .context("enrichment failed")?;
+        println!("aforo enrich: drained; {taken} events enriched by this process");
+        return Ok(ExitCode::SUCCESS);
+    }
     let listener = tokio::net::TcpListener::bind(args.http_addr)
         .await
         .with_context(|| format!("cannot listen on {}", args.http_addr))?;
@@ -146,6 +159,7 @@ pub async fn enrich(args: EnrichArgs) -> anyhow::Result<ExitCode> {
 fn probes(store: Arc<dyn Store>, context: Arc<ContextCache>) -> axum::Router {
     use axum::http::{StatusCode, header};
     use axum::routing::get;
+    let metrics_store = store.clone();
     axum::Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route(
@@ -164,16 +178,24 @@ fn probes(store: Arc<dyn Store>, context: Arc<ContextCache>) -> axum::Router {
             "/metrics",
             get(move || {
                 let stats = context.stats();
+                let store = metrics_store.clone();
                 async move {
+                    let mut body = aforo_ingest::metrics::context_cache_exposition(stats);
+                    // A store that does not answer leaves the gauge out
+                    // (a scrape gap), rather than reporting a made-up zero.
+                    match store.enrichment_backlog().await {
+                        Ok(events) => body.push_str(
+                            &aforo_ingest::metrics::enrichment_backlog_exposition(events),
+                        ),
+                        Err(e) => tracing::warn!(error = %e, "cannot count the enrichment backlog"),
+                    }
+                    body.push_str("# EOF\n");
                     (
                         [(
                             header::CONTENT_TYPE,
                             "application/openmetrics-text; version=1.0.0; charset=utf-8",
                         )],
-                        format!(
-                            "{}# EOF\n",
-                            aforo_ingest::metrics::context_cache_exposition(stats)
-                        ),
+                        body,
                     )
                 }
             }),

@@ -236,3 +236,14 @@ pub fn context_cache_exposition(stats: aforo_store::context::CacheStats) -> Stri
         stats.hits, stats.misses, stats.fallbacks
     )
 }
+
+/// The enrichment backlog gauge: events ready for enrichment and not yet
+/// enriched, in every tenant. Whether enrichment keeps up with ingest is
+/// whether this stays flat.
+pub fn enrichment_backlog_exposition(events: u64) -> String {
+    format!(
+        "# HELP aforo_enrichment_backlog_events Events stored and ready for enrichment but not yet enriched (parked events not included).\n\
+         # TYPE aforo_enrichment_backlog_events gauge\n\
+         aforo_enrichment_backlog_events {events}\n"
+    )
+}

@@ -18,6 +18,23 @@ use uuid::Uuid;
 
 use crate::{Result, StoredEvent};
 
+/// Shards of the enrichment log. Stored with every event (PostgreSQL): never
+/// change it on a database that has events.
+pub const ENRICH_SHARDS: u32 = 16;
+
+/// The enrichment shard of a customer's events: FNV-1a (64-bit) over the
+/// tenant id and the customer, so that one customer's running totals are
+/// only ever written by the enricher holding its shard. Stable across
+/// platforms and releases, since it is stored.
+pub fn enrich_shard(tenant: Uuid, customer: &str) -> i16 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in tenant.as_bytes().iter().chain(customer.as_bytes()) {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    (hash % u64::from(ENRICH_SHARDS)) as i16
+}
+
 /// `price(q)` of the charge an intent is priced by.
 pub type PriceFn = Arc<dyn Fn(Decimal) -> Decimal + Send + Sync>;
 
@@ -286,5 +303,29 @@ mod tests {
             false,
         );
         assert_eq!((latest.quantity, latest.price), (dec!(2), dec!(4)));
+    }
+
+    #[test]
+    fn shards_are_stable_and_spread() {
+        let tenant = Uuid::from_u128(0x0193_0000_0000_7000_8000_0000_0000_0001);
+        // Stored with every event: these values must never change.
+        assert_eq!(
+            enrich_shard(tenant, "customer-0"),
+            enrich_shard(tenant, "customer-0")
+        );
+        let pinned: Vec<i16> = ["", "a", "customer-0", "customer-1"]
+            .iter()
+            .map(|c| enrich_shard(tenant, c))
+            .collect();
+        assert_eq!(pinned, [2, 9, 7, 4]);
+        let mut per_shard = [0u32; ENRICH_SHARDS as usize];
+        for i in 0..16_000 {
+            per_shard[enrich_shard(tenant, &format!("customer-{i}")) as usize] += 1;
+        }
+        // 1000 expected per shard; FNV-1a spreads them within a few percent.
+        assert!(
+            per_shard.iter().all(|&n| (850..1150).contains(&n)),
+            "{per_shard:?}"
+        );
     }
 }

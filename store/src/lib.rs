@@ -161,6 +161,9 @@ pub trait Store: Send + Sync + 'static {
     /// Puts a tenant's UNATTRIBUTED and UNMETERED events back in the queue
     /// (after a customer, subscription or catalog change). Returns how many.
     async fn requeue_waiting(&self, tenant: Uuid) -> Result<u64>;
+    /// Events ready for enrichment and not yet enriched, in every tenant
+    /// (parked UNATTRIBUTED and UNMETERED events not included).
+    async fn enrichment_backlog(&self) -> Result<u64>;
     /// Revenue, cost and quantity by customer, meter and currency.
     async fn revenue(&self, tenant: Uuid, query: &RevenueQuery) -> Result<Vec<RevenueRow>>;
     /// The ledger rows of these events (a page of them), by event then meter.

@@ -42,6 +42,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         name: "batches",
         sql: include_str!("../migrations/postgres/0006_batches.sql"),
     },
+    Migration {
+        version: 7,
+        name: "enrichment_log",
+        sql: include_str!("../migrations/postgres/0007_enrichment_log.sql"),
+    },
 ];
 
 pub(crate) const SQLITE: &[Migration] = &[

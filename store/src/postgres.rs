@@ -3,7 +3,10 @@
 //! A commit is three set-based statements in one transaction, whatever the
 //! batch size: one `INSERT … SELECT FROM UNNEST(…) ON CONFLICT DO NOTHING
 //! RETURNING id` claims and writes every event, one `SELECT` finds the
-//! originals of the duplicates, one `INSERT` writes the rejections.
+//! originals of the duplicates, one `INSERT` writes the rejections. Each
+//! event row carries its enrichment shard and the id of the transaction that
+//! stored it: that is how the enricher finds it (see migration 0007), with
+//! no queue row to write.
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
@@ -14,6 +17,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{ConnectOptions, Row};
 use uuid::Uuid;
 
+use crate::enrichment::enrich_shard;
 use crate::error::is_transient;
 use crate::migrate::{PG_LOCK_KEY, POSTGRES};
 use crate::model::{EventRow, RejectionRow, clamp_limit, insertion_order};
@@ -29,6 +33,7 @@ const COMMIT_ATTEMPTS: u32 = 5;
 
 pub struct PgStore {
     pool: PgPool,
+    pub(crate) known_totals: crate::pg_enrichment::KnownTotals,
 }
 
 impl PgStore {
@@ -41,7 +46,10 @@ impl PgStore {
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options)
             .await?;
-        let store = PgStore { pool };
+        let store = PgStore {
+            pool,
+            known_totals: Default::default(),
+        };
         store.migrate().await?;
         Ok(store)
     }
@@ -123,6 +131,10 @@ impl PgStore {
         let hashes = column(&|e| &e.validation_hash);
         let received: Vec<DateTime<Utc>> = order.iter().map(|&i| events[i].received_at).collect();
         let nodes = column(&|e| &e.node);
+        let shards: Vec<i16> = order
+            .iter()
+            .map(|&i| enrich_shard(events[i].tenant, &events[i].event.customer))
+            .collect();
 
         let mut tx = self.pool.begin().await?;
         let inserted: HashSet<Uuid> = if n == 0 {
@@ -132,22 +144,19 @@ impl PgStore {
                 "WITH inserted AS (
                  INSERT INTO events (id, tenant_id, dedup_key, event_id, source, type, customer,
                      time, properties, tier, tier_detail, status, flags, gates, validation_hash,
-                     received_at, node)
+                     received_at, node, enrich_shard, enrich_xid)
                  SELECT id, tenant_id, dedup_key, event_id, source, type, customer, time,
                      properties::json, tier, tier_detail, 'ACCEPTED', flags, gates,
-                     validation_hash, received_at, node
+                     validation_hash, received_at, node, shard, pg_current_xact_id()
                  FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[],
                      $6::text[], $7::text[], $8::timestamptz[], $9::text[], $10::text[],
                      $11::text[], $12::int2[], $13::text[], $14::text[], $15::timestamptz[],
-                     $16::text[])
+                     $16::text[], $17::int2[])
                    AS t(id, tenant_id, dedup_key, event_id, source, type, customer, time,
                      properties, tier, tier_detail, flags, gates, validation_hash, received_at,
-                     node)
+                     node, shard)
                  ON CONFLICT (tenant_id, dedup_key) DO NOTHING
-                 RETURNING id, tenant_id),
-                 queued AS (
-                 INSERT INTO enrichment_queue (event_id, tenant_id, shard)
-                 SELECT id, tenant_id, get_byte(uuid_send(id), 15) % 16 FROM inserted)
+                 RETURNING id)
                  SELECT id FROM inserted",
             )
             .bind(&ids)
@@ -166,6 +175,7 @@ impl PgStore {
             .bind(&hashes)
             .bind(&received)
             .bind(&nodes)
+            .bind(&shards)
             .fetch_all(&mut *tx)
             .await?
             .into_iter()
@@ -412,8 +422,12 @@ impl Store for PgStore {
             "SELECT e.id, e.seq, e.tenant_id, e.event_id, e.source, e.type, e.customer, e.time,
                  e.properties::text AS properties, e.tier, e.tier_detail, e.status, e.flags, e.gates,
                  e.validation_hash, e.received_at, e.node,
-                 CASE WHEN q.event_id IS NULL THEN 'ENRICHED' ELSE q.waiting END AS enrichment
+                 CASE WHEN q.event_id IS NOT NULL THEN q.waiting
+                     WHEN e.enrich_xid IS NOT NULL AND (c.xid IS NULL
+                         OR (e.enrich_xid, e.id) > (c.xid, c.event_id)) THEN NULL
+                     ELSE 'ENRICHED' END AS enrichment
              FROM events e LEFT JOIN enrichment_queue q ON q.event_id = e.id
+                 LEFT JOIN enrichment_cursors c ON c.shard = e.enrich_shard
              WHERE e.tenant_id = $1
                AND ($2::text IS NULL OR e.customer = $2)
                AND ($3::text IS NULL OR e.type = $3)
@@ -428,8 +442,12 @@ impl Store for PgStore {
             "SELECT e.id, e.seq, e.tenant_id, e.event_id, e.source, e.type, e.customer, e.time,
                  e.properties::text AS properties, e.tier, e.tier_detail, e.status, e.flags, e.gates,
                  e.validation_hash, e.received_at, e.node,
-                 CASE WHEN q.event_id IS NULL THEN 'ENRICHED' ELSE q.waiting END AS enrichment
+                 CASE WHEN q.event_id IS NOT NULL THEN q.waiting
+                     WHEN e.enrich_xid IS NOT NULL AND (c.xid IS NULL
+                         OR (e.enrich_xid, e.id) > (c.xid, c.event_id)) THEN NULL
+                     ELSE 'ENRICHED' END AS enrichment
              FROM events e LEFT JOIN enrichment_queue q ON q.event_id = e.id
+                 LEFT JOIN enrichment_cursors c ON c.shard = e.enrich_shard
              WHERE e.tenant_id = $1
                AND ($2::text IS NULL OR e.customer = $2)
                AND ($3::text IS NULL OR e.type = $3)
@@ -562,6 +580,9 @@ impl Store for PgStore {
     }
     async fn requeue_waiting(&self, tenant: Uuid) -> Result<u64> {
         self.pg_requeue_waiting(tenant).await
+    }
+    async fn enrichment_backlog(&self) -> Result<u64> {
+        self.pg_enrichment_backlog().await
     }
     async fn revenue(
         &self,

@@ -496,6 +496,9 @@ impl Store for SqliteStore {
     async fn requeue_waiting(&self, tenant: Uuid) -> Result<u64> {
         self.sqlite_requeue_waiting(tenant).await
     }
+    async fn enrichment_backlog(&self) -> Result<u64> {
+        self.sqlite_enrichment_backlog().await
+    }
     async fn revenue(
         &self,
         tenant: Uuid,

@@ -147,6 +147,14 @@ impl SqliteStore {
         Ok(done.rows_affected())
     }
 
+    pub(crate) async fn sqlite_enrichment_backlog(&self) -> Result<u64> {
+        let n: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM enrichment_queue WHERE waiting IS NULL")
+                .fetch_one(self.readers())
+                .await?;
+        Ok(n as u64)
+    }
+
     pub(crate) async fn sqlite_revenue(
         &self,
         tenant: Uuid,

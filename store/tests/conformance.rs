@@ -823,8 +823,33 @@ mod enrichment {
         f.store.commit(&events(list)).await.unwrap();
     }
 
-    /// Claims and completes until the queue is empty; `input(i)` is what the
-    /// i-th event enriched (in claim order) adds. Returns how many were.
+    /// A claim of up to `limit` events; empty only once the backlog is. On
+    /// PostgreSQL an event becomes claimable when every transaction older
+    /// than the one that stored it has ended, and the tests sharing the
+    /// server run transactions of their own: until then a claim may come
+    /// back empty while the backlog is not.
+    async fn claim_ready(f: &Fixture, limit: u32) -> Box<dyn aforo_store::EnrichmentClaim> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let claim = f.store.claim_enrichment(limit).await.unwrap();
+            if !claim.events().is_empty() {
+                return claim;
+            }
+            drop(claim);
+            let backlog = f.store.enrichment_backlog().await.unwrap();
+            if backlog == 0 {
+                return f.store.claim_enrichment(limit).await.unwrap();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{backlog} events in the backlog stayed unclaimable for 30 s"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Claims and completes until the backlog is empty; `input(i)` is what
+    /// the i-th event enriched (in claim order) adds. Returns how many were.
     async fn enrich_all(
         f: &Fixture,
         subscription: Uuid,
@@ -832,7 +857,7 @@ mod enrichment {
     ) -> usize {
         let mut n = 0;
         loop {
-            let claim = f.store.claim_enrichment(100).await.unwrap();
+            let claim = claim_ready(f, 100).await;
             if claim.events().is_empty() {
                 return n;
             }
@@ -853,11 +878,22 @@ mod enrichment {
     async fn revenue_telescopes_through_the_running_total(f: Fixture) {
         let t = f.store.create_tenant("acme").await.unwrap();
         queue(&f, &t, 8).await;
+        assert_eq!(f.store.enrichment_backlog().await.unwrap(), 8);
+        let pending = f
+            .store
+            .list_events(t.id, &EventQuery::default())
+            .await
+            .unwrap();
+        assert!(
+            pending.items.iter().all(|e| e.enrichment.is_none()),
+            "queued events are listed as pending"
+        );
         let sub = Uuid::now_v7();
         assert_eq!(
             enrich_all(&f, sub, |_| AggregationInput::Sum(Decimal::from(3))).await,
             8
         );
+        assert_eq!(f.store.enrichment_backlog().await.unwrap(), 0);
         assert_eq!(
             enrich_all(&f, sub, |_| AggregationInput::Count).await,
             0,
@@ -906,7 +942,7 @@ mod enrichment {
         queue(&f, &t, 3).await;
         let mut parked = 0;
         loop {
-            let claim = f.store.claim_enrichment(10).await.unwrap();
+            let claim = claim_ready(&f, 10).await;
             if claim.events().is_empty() {
                 break;
             }
@@ -924,7 +960,24 @@ mod enrichment {
             claim.complete(outcomes).await.unwrap();
         }
         assert_eq!(parked, 3, "parked events are not claimed again");
+        assert_eq!(
+            f.store.enrichment_backlog().await.unwrap(),
+            0,
+            "parked events are not in the backlog"
+        );
+        let listed = f
+            .store
+            .list_events(t.id, &EventQuery::default())
+            .await
+            .unwrap();
+        assert!(
+            listed
+                .items
+                .iter()
+                .all(|e| e.enrichment.as_deref() == Some("UNATTRIBUTED"))
+        );
         assert_eq!(f.store.requeue_waiting(t.id).await.unwrap(), 3);
+        assert_eq!(f.store.enrichment_backlog().await.unwrap(), 3);
         let enriched = enrich_all(&f, Uuid::now_v7(), |_| AggregationInput::Count).await;
         assert_eq!(enriched, 3);
     }
@@ -945,15 +998,27 @@ mod enrichment {
     async fn two_claims_on_postgres_never_share_an_event() {
         let f = postgres().await;
         let t = f.store.create_tenant("acme").await.unwrap();
-        queue(&f, &t, 10).await;
+        // Forty customers, so the events fall in several shards.
+        let list = (0..40)
+            .map(|i| new_event(&t, source_event(&format!("q{i}"), &format!("c{i}"), i)))
+            .collect();
+        f.store.commit(&events(list)).await.unwrap();
         // Claims held open at once each see events no other holds, and
-        // together they cover the queue.
+        // together they cover the backlog.
         let mut held = Vec::new();
         let mut seen: Vec<Uuid> = Vec::new();
-        loop {
-            let claim = f.store.claim_enrichment(6).await.unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while seen.len() < 40 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "only {} of 40 events became claimable in 30 s",
+                seen.len()
+            );
+            let claim = f.store.claim_enrichment(100).await.unwrap();
             if claim.events().is_empty() {
-                break;
+                // Held back by a transaction in flight elsewhere on the server.
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                continue;
             }
             for e in claim.events() {
                 assert!(
@@ -965,10 +1030,11 @@ mod enrichment {
             }
             held.push(claim);
         }
-        assert_eq!(
-            seen.len(),
-            10,
-            "every queued event was claimable by someone"
+        assert!(held.len() > 1, "the events fell in more than one shard");
+        let empty = f.store.claim_enrichment(100).await.unwrap();
+        assert!(
+            empty.events().is_empty(),
+            "with every shard that has events held, there is nothing left to claim"
         );
         drop(held);
     }

@@ -138,6 +138,24 @@ impl Enricher {
         Ok(n)
     }
 
+    /// Enriches until nothing is left to enrich: a claim finds nothing and
+    /// the store's backlog is empty (while another enricher holds a shard
+    /// with events in it, or a transaction in flight holds events back, it
+    /// waits and tries again). Returns how many events this enricher took.
+    pub async fn drain(&self) -> Result<u64, StoreError> {
+        let mut taken = 0u64;
+        loop {
+            let n = self.run_once().await?;
+            taken += n as u64;
+            if n == 0 {
+                if self.store.enrichment_backlog().await? == 0 {
+                    return Ok(taken);
+                }
+                tokio::time::sleep(self.idle / 4).await;
+            }
+        }
+    }
+
     /// Enriches until `stop` says so, resting when the queue is empty and
     /// backing off when the store is away.
     pub async fn run(self, mut stop: tokio::sync::watch::Receiver<bool>) {
