@@ -275,37 +275,85 @@ async fn unattributed_events_are_enriched_once_their_customer_subscribes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_enrichers_on_one_postgres_enrich_every_event_exactly_once() {
     let server = Server::start_with(Backend::Postgres, &["--enrichers", "0"]).await;
-    setup(&server, "acme").await;
-    let batch = events("pair", "acme", 3000, 2..28);
-    send(&server, &batch).await;
-    let spawn = || {
+    // Four customers, so the events fall in more than one shard.
+    let customers = ["acme", "globex", "initech", "umbrella"];
+    setup(&server, customers[0]).await;
+    for customer in &customers[1..] {
+        subscribe(&server, customer).await;
+    }
+    let mut batches = Vec::new();
+    for customer in customers {
+        let batch = events(customer, customer, 750, 2..28);
+        send(&server, &batch).await;
+        batches.push(batch);
+    }
+    // Live enrichers, working side by side until stopped...
+    let spawn = |extra: &[&str]| {
         tokio::process::Command::new(common::BIN)
-            .args([
-                "enrich",
-                "--database-url",
-                &server.database_url,
-                "--batch",
-                "100",
-                "--http-addr",
-                "127.0.0.1:0",
-            ])
+            .args(["enrich", "--database-url", &server.database_url])
+            .args(["--batch", "100"])
+            .args(extra)
             .env("AFORO_LOG", "warn")
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
             .expect("spawn aforo enrich")
     };
-    let (mut a, mut b) = (spawn(), spawn());
-    let rows = revenue_when_enriched(&server, "acme", 3000).await;
-    let total: Decimal = batch.iter().map(|(_, q)| *q).sum();
-    assert_eq!(decimal(&rows[0]["quantity"]), total);
-    assert_eq!(
-        decimal(&rows[0]["revenue"]),
-        translation_pro(&example_plans()).price(total)
+    let (mut a, mut b) = (
+        spawn(&["--http-addr", "127.0.0.1:0"]),
+        spawn(&["--http-addr", "127.0.0.1:0"]),
     );
+    let plan = translation_pro(&example_plans());
+    for (customer, batch) in customers.iter().zip(&batches) {
+        let rows = revenue_when_enriched(&server, customer, 750).await;
+        let total: Decimal = batch.iter().map(|(_, q)| *q).sum();
+        assert_eq!(decimal(&rows[0]["quantity"]), total, "{customer}");
+        assert_eq!(
+            decimal(&rows[0]["revenue"]),
+            plan.price(total),
+            "{customer}"
+        );
+    }
     a.start_kill().unwrap();
     b.start_kill().unwrap();
     let _ = (a.wait().await, b.wait().await);
+
+    // ...and two that drain a backlog and exit, each saying how many events
+    // it took: together, every event exactly once.
+    let more: Vec<_> = customers
+        .iter()
+        .map(|customer| events(&format!("more-{customer}"), customer, 250, 2..28))
+        .collect();
+    for batch in &more {
+        send(&server, batch).await;
+    }
+    let (a, b) = (spawn(&["--drain"]), spawn(&["--drain"]));
+    let mut taken = 0;
+    for child in [a, b] {
+        let out = tokio::time::timeout(Duration::from_secs(60), child.wait_with_output())
+            .await
+            .expect("a draining enricher exits within 60 s")
+            .unwrap();
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{said}");
+        taken += said
+            .split("drained; ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|n| n.parse::<usize>().ok())
+            .unwrap_or_else(|| panic!("how many it enriched: {said}"));
+    }
+    assert_eq!(taken, 1000, "the two drains took every new event once");
+    for ((customer, batch), extra) in customers.iter().zip(&batches).zip(&more) {
+        let rows = revenue_when_enriched(&server, customer, 1000).await;
+        let total: Decimal = batch.iter().chain(extra).map(|(_, q)| *q).sum();
+        assert_eq!(decimal(&rows[0]["quantity"]), total, "{customer}");
+        assert_eq!(
+            decimal(&rows[0]["revenue"]),
+            plan.price(total),
+            "{customer}"
+        );
+    }
 }
 
 #[tokio::test]
@@ -533,6 +581,10 @@ async fn the_enrich_role_answers_probes_and_metrics() {
     assert!(
         metrics.contains(r#"aforo_enrich_context_cache_lookups_total{result="fallback"}"#),
         "{metrics}"
+    );
+    assert!(
+        metrics.contains("\naforo_enrichment_backlog_events 0\n"),
+        "nothing stored, nothing waiting: {metrics}"
     );
     assert!(metrics.ends_with("# EOF\n"));
     child.start_kill().unwrap();

@@ -994,6 +994,57 @@ mod enrichment {
         requeued_events_come_back_to_the_queue
     );
 
+    /// The log's one hazard: a transaction that stores an event commits
+    /// after a younger one whose events were already enriched. Its event
+    /// must not end up behind the shard's cursor, unseen.
+    #[tokio::test]
+    async fn an_event_committed_late_by_an_older_transaction_is_not_skipped() {
+        let f = postgres().await;
+        let t = f.store.create_tenant("acme").await.unwrap();
+        let pool = sqlx::PgPool::connect(&f.url).await.unwrap();
+        // The older transaction: it has its id before the others store anything.
+        let mut older = pool.begin().await.unwrap();
+        sqlx::query("SELECT pg_current_xact_id()")
+            .execute(&mut *older)
+            .await
+            .unwrap();
+        // A younger commit of events of the same customer (one shard).
+        let list = (0..5)
+            .map(|i| new_event(&t, source_event(&format!("young{i}"), "c1", i)))
+            .collect();
+        f.store.commit(&events(list)).await.unwrap();
+        let young = f.store.claim_enrichment(100).await.unwrap();
+        assert!(
+            young.events().is_empty(),
+            "events stored after a transaction still in flight wait for it"
+        );
+        drop(young);
+        // The older transaction now stores an event (a copy of a young one
+        // under a new id and key, as aforo's commit would) and commits.
+        let late = Uuid::now_v7();
+        sqlx::query(
+            "INSERT INTO events (id, tenant_id, dedup_key, event_id, source, type, customer, time,
+                 properties, tier, tier_detail, status, flags, gates, validation_hash, received_at,
+                 node, enrich_shard, enrich_xid)
+             SELECT $1, tenant_id, 'api/late', 'late', source, type, customer, time, properties,
+                 tier, tier_detail, status, flags, gates, validation_hash, received_at, node,
+                 enrich_shard, pg_current_xact_id()
+             FROM events WHERE event_id = 'young0'",
+        )
+        .bind(late)
+        .execute(&mut *older)
+        .await
+        .unwrap();
+        older.commit().await.unwrap();
+        assert_eq!(f.store.enrichment_backlog().await.unwrap(), 6);
+        let sub = Uuid::now_v7();
+        assert_eq!(enrich_all(&f, sub, |_| AggregationInput::Count).await, 6);
+        let ledger = f.store.ledger_of(t.id, &[late]).await.unwrap();
+        assert_eq!(ledger.len(), 1, "the late event was enriched");
+        let totals = f.store.running_totals_of(t.id, sub).await.unwrap();
+        assert_eq!(totals[0].1.quantity, Decimal::from(6));
+    }
+
     #[tokio::test]
     async fn two_claims_on_postgres_never_share_an_event() {
         let f = postgres().await;
