@@ -365,6 +365,59 @@ async fn enrich(
     Ok((enriched, elapsed, cpu.iter().sum(), pg_cpu))
 }
 
+/// Ingest and enrichment at once.
+struct Together {
+    ingest: IngestRun,
+    /// Events stored but not yet enriched when ingest finished.
+    backlog_at_end: u64,
+    /// From the first event sent until nothing was left to enrich.
+    all_enriched: Duration,
+}
+
+/// Drives `work` into aforo while two `aforo enrich` processes run, then
+/// waits (checking the backlog every 50 ms) until they have enriched it all.
+async fn together(
+    bin: &PathBuf,
+    aforo: &Aforo,
+    database: &str,
+    work: Workload,
+) -> anyhow::Result<Together> {
+    use aforo_store::Store;
+    let store = aforo_store::PgStore::connect(database).await?;
+    let mut enrichers = Vec::new();
+    for _ in 0..2 {
+        enrichers.push(
+            Command::new(bin)
+                .args(["enrich", "--database-url", database])
+                .args(["--http-addr", "127.0.0.1:0"])
+                .env("AFORO_LOG", "warn")
+                .stdout(Stdio::null())
+                .kill_on_drop(true)
+                .spawn()
+                .context("start aforo enrich")?,
+        );
+    }
+    let start = Instant::now();
+    let ingest = drive(&aforo.grpc, &aforo.key, work, None).await?;
+    let backlog_at_end = store.enrichment_backlog().await?;
+    loop {
+        if store.enrichment_backlog().await? == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let all_enriched = start.elapsed();
+    for mut child in enrichers {
+        child.start_kill()?;
+        child.wait().await?;
+    }
+    Ok(Together {
+        ingest,
+        backlog_at_end,
+        all_enriched,
+    })
+}
+
 /// A running `aforo ingest` on the benchmark database.
 struct Aforo {
     child: tokio::process::Child,
@@ -790,12 +843,28 @@ async fn main() -> anyhow::Result<()> {
         Some(per_batch),
     )
     .await?;
-    aforo.child.start_kill()?;
-    aforo.child.wait().await?;
 
     // Enrichment of everything ingested, by two `aforo enrich` processes.
     let (enriched, enrich_time, enrich_cpu, enrich_pg_cpu) =
         enrich(&aforo_bin, &database, 2).await?;
+
+    // Both at once, as in production: the same offered load while two
+    // enrichers run, then until the backlog is gone.
+    let together = together(
+        &aforo_bin,
+        &aforo,
+        &database,
+        workload(
+            "together",
+            args.events,
+            args.streams,
+            args.batch,
+            args.dup_ratio,
+        ),
+    )
+    .await?;
+    aforo.child.start_kill()?;
+    aforo.child.wait().await?;
 
     // Baselines on the same rows.
     let tenant = Uuid::now_v7();
@@ -877,6 +946,16 @@ async fn main() -> anyhow::Result<()> {
         "  CPU per enriched event: {:.1} µs in the enrichers, {:.1} µs in PostgreSQL",
         enrich_cpu * 1e6 / enriched as f64,
         enrich_pg_cpu * 1e6 / enriched as f64
+    );
+    println!(
+        "ingest with 2 enrich processes running: {:.0} events/s; backlog when the last batch was acknowledged: {} events",
+        rate(together.ingest.answered, together.ingest.elapsed),
+        together.backlog_at_end
+    );
+    println!(
+        "  every event stored and enriched {:.2} s after the first was sent: {:.0} events/s end to end",
+        together.all_enriched.as_secs_f64(),
+        rate(together.ingest.accepted, together.all_enriched)
     );
     println!("ratios");
     println!(
