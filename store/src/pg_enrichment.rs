@@ -15,7 +15,7 @@ use crate::enrichment::{
 };
 use crate::postgres::{event_from_row, micros};
 use crate::{HourRow, LedgerLine};
-use crate::{PgStore, Result, StoredEvent};
+use crate::{PgStore, Result, StoreError, StoredEvent};
 
 /// A running total as read back: `subscription_id`, `meter`, `dimension`,
 /// `period_start`, `plan_terms`, `quantity`, `price`, `latest_time`.
@@ -78,6 +78,10 @@ impl KnownTotals {
     fn unknown<'a>(&self, keys: &'a [TotalKey]) -> Vec<&'a TotalKey> {
         let known = self.0.lock().unwrap_or_else(|e| e.into_inner());
         keys.iter().filter(|k| !known.contains(*k)).collect()
+    }
+
+    fn forget(&self) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 
     fn learn(&self, keys: impl IntoIterator<Item = TotalKey>) {
@@ -411,6 +415,16 @@ impl EnrichmentClaim for PgClaim {
             .bind(&terms)
             .fetch_all(&mut **tx)
             .await?;
+            if rows.len() != keys.len() {
+                // Only possible if rows this process saw were removed behind
+                // its back (a restore, a manual delete): start over.
+                self.known.forget();
+                return Err(StoreError::Conflict(format!(
+                    "{} running totals believed to exist were not found; the batch stays \
+                     queued and is retried",
+                    keys.len() - rows.len()
+                )));
+            }
             for row in rows {
                 let key = TotalKey {
                     tenant: row.try_get("tenant_id")?,

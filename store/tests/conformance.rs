@@ -1045,6 +1045,44 @@ mod enrichment {
         assert_eq!(totals[0].1.quantity, Decimal::from(6));
     }
 
+    /// The store remembers which running totals exist so it does not insert
+    /// them again; if one disappears behind its back, a batch is refused
+    /// rather than counted into nothing, and the retry recreates it.
+    #[tokio::test]
+    async fn a_running_total_removed_behind_the_stores_back_is_recreated() {
+        let f = postgres().await;
+        let t = f.store.create_tenant("acme").await.unwrap();
+        queue(&f, &t, 2).await;
+        let sub = Uuid::now_v7();
+        assert_eq!(enrich_all(&f, sub, |_| AggregationInput::Count).await, 2);
+        let pool = sqlx::PgPool::connect(&f.url).await.unwrap();
+        sqlx::query("DELETE FROM running_totals")
+            .execute(&pool)
+            .await
+            .unwrap();
+        let list = (0..3)
+            .map(|i| new_event(&t, source_event(&format!("again{i}"), "c1", i)))
+            .collect();
+        f.store.commit(&events(list)).await.unwrap();
+        let claim = claim_ready(&f, 100).await;
+        let outcomes = claim
+            .events()
+            .iter()
+            .map(|e| EnrichmentOutcome {
+                event: e.stored_id,
+                event_time: e.event.time,
+                state: EnrichmentState::Enriched,
+                intents: vec![intent(e.tenant, sub, AggregationInput::Count)],
+            })
+            .collect();
+        let refused = claim.complete(outcomes).await.unwrap_err();
+        assert!(refused.to_string().contains("running totals"), "{refused}");
+        assert_eq!(f.store.enrichment_backlog().await.unwrap(), 3);
+        assert_eq!(enrich_all(&f, sub, |_| AggregationInput::Count).await, 3);
+        let totals = f.store.running_totals_of(t.id, sub).await.unwrap();
+        assert_eq!(totals[0].1.quantity, Decimal::from(3));
+    }
+
     #[tokio::test]
     async fn two_claims_on_postgres_never_share_an_event() {
         let f = postgres().await;
