@@ -1045,6 +1045,44 @@ mod enrichment {
         assert_eq!(totals[0].1.quantity, Decimal::from(6));
     }
 
+    /// Events stored before migration 0007 (or by an older aforo during a
+    /// rolling upgrade) have a queue row and no transaction id: they are
+    /// claimed from the queue, once.
+    #[tokio::test]
+    async fn events_queued_the_old_way_are_enriched_once() {
+        let f = postgres().await;
+        let t = f.store.create_tenant("acme").await.unwrap();
+        queue(&f, &t, 4).await;
+        let pool = sqlx::PgPool::connect(&f.url).await.unwrap();
+        let mut tx = pool.begin().await.unwrap();
+        sqlx::query(
+            "INSERT INTO enrichment_queue (event_id, tenant_id, shard)
+             SELECT id, tenant_id, get_byte(uuid_send(id), 15) % 16 FROM events
+             WHERE event_id IN ('q0', 'q1')",
+        )
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+        sqlx::query(
+            "UPDATE events SET enrich_xid = NULL, enrich_shard = NULL
+             WHERE event_id IN ('q0', 'q1')",
+        )
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!(f.store.enrichment_backlog().await.unwrap(), 4);
+        let sub = Uuid::now_v7();
+        assert_eq!(enrich_all(&f, sub, |_| AggregationInput::Count).await, 4);
+        let totals = f.store.running_totals_of(t.id, sub).await.unwrap();
+        assert_eq!(totals[0].1.quantity, Decimal::from(4));
+        let queued: i64 = sqlx::query_scalar("SELECT count(*) FROM enrichment_queue")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(queued, 0, "enriched queue rows leave the queue");
+    }
+
     /// The store remembers which running totals exist so it does not insert
     /// them again; if one disappears behind its back, a batch is refused
     /// rather than counted into nothing, and the retry recreates it.
