@@ -4,6 +4,9 @@
 #   bench/run.sh [--events N] [--streams N] [--batch N] [--paced-rate N] ...
 #       durable ingest against raw COPY and naive INSERT, side by side on the
 #       same rows (starts PostgreSQL with scripts/services.sh)
+#   bench/run.sh standalone [--events N]
+#       the same load against aforo standalone on its embedded SQLite store:
+#       ingest alone, the in-process enricher draining the backlog, both at once
 #   bench/run.sh pricing
 #       marginal-revenue computations per second per core
 #   bench/run.sh billrun [--subscriptions N] [--events M]
@@ -30,6 +33,11 @@ if [ "${1:-}" = mcp ]; then
   eval "$(scripts/pyenv.sh)"
   cargo build --release --locked -p aforo -p aforo-bench --bin aforo --bin mcp
   exec "$CARGO_TARGET_DIR/release/mcp" --aforo "$CARGO_TARGET_DIR/release/aforo" "$@"
+fi
+if [ "${1:-}" = standalone ]; then
+  shift
+  cargo build --release --locked -p aforo -p aforo-bench
+  exec "$CARGO_TARGET_DIR/release/aforo-bench" --standalone "$@"
 fi
 if [ "${1:-}" = pricing ]; then
   cargo build --release --locked -p aforo-bench --bin pricing

@@ -36,9 +36,10 @@ use uuid::Uuid;
 #[derive(Parser, Clone)]
 #[command(about = "Durable ingest against raw COPY and naive INSERT, in one run")]
 struct Args {
-    /// A PostgreSQL URL with the right to create databases.
+    /// A PostgreSQL URL with the right to create databases (not used with
+    /// `--standalone`).
     #[arg(long, env = "AFORO_TEST_DATABASE_URL")]
-    database_url: String,
+    database_url: Option<String>,
     /// The aforo binary (default: next to this one).
     #[arg(long)]
     aforo: Option<PathBuf>,
@@ -69,6 +70,11 @@ struct Args {
     /// Keep the benchmark's database afterwards, to look into it.
     #[arg(long)]
     keep_database: bool,
+    /// Run the load against `aforo standalone` on its embedded SQLite store
+    /// instead (ingest alone, its in-process enricher draining the backlog,
+    /// then both at once).
+    #[arg(long)]
+    standalone: bool,
 }
 
 /// The workload: deterministic, so every run offers the same events.
@@ -243,8 +249,7 @@ async fn drive(
 async fn billing_context(database: &str) -> anyhow::Result<()> {
     use aforo_billing::catalog::CatalogApi;
     use aforo_billing::customers::BusinessData;
-    use aforo_store::Store;
-    let store: Arc<dyn Store> = Arc::new(aforo_store::PgStore::connect(database).await?);
+    let store = aforo_store::open(database).await?;
     let tenant = store
         .tenant_by_name("bench")
         .await?
@@ -416,6 +421,132 @@ async fn together(
         backlog_at_end,
         all_enriched,
     })
+}
+
+/// Starts `aforo standalone` on `data_dir` with `enrichers` in-process
+/// enrichers; returns it and its gRPC address once it says it is ready.
+async fn start_standalone(
+    bin: &PathBuf,
+    data_dir: &str,
+    enrichers: usize,
+) -> anyhow::Result<(tokio::process::Child, String)> {
+    let mut child = Command::new(bin)
+        .args(["standalone", "--data-dir", data_dir])
+        .args(["--enrichers", &enrichers.to_string()])
+        .args(["--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0"])
+        .env("AFORO_LOG", "warn")
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .context("start aforo standalone")?;
+    let mut lines = BufReader::new(child.stdout.take().context("stdout")?).lines();
+    let ready = loop {
+        match lines.next_line().await? {
+            Some(line) if line.contains(" ready: ") => break line,
+            Some(_) => continue,
+            None => bail!("aforo standalone exited before it was ready"),
+        }
+    };
+    let grpc = ready
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("grpc="))
+        .context("no grpc= in the ready line")?;
+    Ok((child, format!("http://{grpc}")))
+}
+
+/// Waits until the store's enrichment backlog is empty, looking every
+/// 100 ms (on SQLite the count is a read beside the one writer).
+async fn until_enriched(store: &dyn aforo_store::Store) -> anyhow::Result<()> {
+    while store.enrichment_backlog().await? > 0 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(())
+}
+
+/// `--standalone`: the same load against `aforo standalone` on its
+/// embedded SQLite store, with its in-process enricher.
+async fn standalone(args: &Args, bin: &PathBuf) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let data_dir = dir.path().to_str().context("a UTF-8 temporary folder")?;
+    let url = format!("sqlite://{}", dir.path().join("aforo.db").display());
+    aforo_cli(bin, &["tenants", "create", "bench", "--database-url", &url]).await?;
+    let key = aforo_cli(
+        bin,
+        &[
+            "keys",
+            "create",
+            "--tenant",
+            "bench",
+            "--database-url",
+            &url,
+        ],
+    )
+    .await?;
+    billing_context(&url).await?;
+    let store = aforo_store::open(&url).await?;
+    println!(
+        "aforo standalone on SQLite; {} streams x {} events/batch, {:.0}% duplicate ids",
+        args.streams,
+        args.batch,
+        args.dup_ratio * 100.0
+    );
+    let work = |prefix: &str, events: usize| {
+        workload(prefix, events, args.streams, args.batch, args.dup_ratio)
+    };
+
+    // Ingest alone: no enricher.
+    let (mut aforo, grpc) = start_standalone(bin, data_dir, 0).await?;
+    drive(&grpc, &key, work("warm", 20_000), None).await?;
+    let alone = drive(&grpc, &key, work("run", args.events), None).await?;
+    aforo.start_kill()?;
+    aforo.wait().await?;
+
+    // The in-process enricher drains what is waiting.
+    let backlog = store.enrichment_backlog().await?;
+    let (mut aforo, grpc) = start_standalone(bin, data_dir, 1).await?;
+    let pid = aforo.id().context("aforo has no pid")?;
+    let cpu_before = cpu_seconds(pid);
+    let start = Instant::now();
+    until_enriched(store.as_ref()).await?;
+    let drain = start.elapsed();
+    let drain_cpu = cpu_seconds(pid) - cpu_before;
+
+    // Both at once.
+    let start = Instant::now();
+    let together = drive(&grpc, &key, work("together", args.events), None).await?;
+    let backlog_at_end = store.enrichment_backlog().await?;
+    until_enriched(store.as_ref()).await?;
+    let all_enriched = start.elapsed();
+    aforo.start_kill()?;
+    aforo.wait().await?;
+
+    let ingest_rate = rate(alone.answered, alone.elapsed);
+    let drain_rate = backlog as f64 / drain.as_secs_f64();
+    println!();
+    println!(
+        "ingest alone, {} events ({} unique) in {:.2} s: {ingest_rate:.0} events/s (ack p99 {:.1} ms per batch of {})",
+        alone.answered,
+        alone.accepted,
+        alone.elapsed.as_secs_f64(),
+        alone.latency.p99,
+        args.batch
+    );
+    println!(
+        "enrichment in process: {backlog} events in {:.2} s: {drain_rate:.0} events/s ({:.2} x the ingest rate); {:.1} µs of CPU per event",
+        drain.as_secs_f64(),
+        drain_rate / ingest_rate,
+        drain_cpu * 1e6 / backlog as f64
+    );
+    println!(
+        "ingest with the enricher running: {:.0} events/s; backlog when the last batch was acknowledged: {backlog_at_end} events",
+        rate(together.answered, together.elapsed)
+    );
+    println!(
+        "  every event stored and enriched {:.2} s after the first was sent: {:.0} events/s end to end",
+        all_enriched.as_secs_f64(),
+        rate(together.accepted, all_enriched)
+    );
+    Ok(())
 }
 
 /// A running `aforo ingest` on the benchmark database.
@@ -779,15 +910,21 @@ async fn main() -> anyhow::Result<()> {
             .context("no folder of the current binary")?
             .join("aforo"),
     };
+    if args.standalone {
+        return standalone(&args, &aforo_bin).await;
+    }
+    let database_url = args
+        .database_url
+        .clone()
+        .context("--database-url (or AFORO_TEST_DATABASE_URL) names the PostgreSQL to use")?;
 
     // A fresh database for this run.
     let name = format!("aforo_bench_{}", Utc::now().format("%Y%m%d%H%M%S"));
-    let mut admin = PgConnection::connect(&args.database_url).await?;
+    let mut admin = PgConnection::connect(&database_url).await?;
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
         .execute(&mut admin)
         .await?;
-    let base = args
-        .database_url
+    let base = database_url
         .rsplit_once('/')
         .context("URL has a database")?
         .0;
@@ -973,7 +1110,7 @@ async fn main() -> anyhow::Result<()> {
         println!("kept database {name}");
         return Ok(());
     }
-    let mut admin = PgConnection::connect(&args.database_url).await?;
+    let mut admin = PgConnection::connect(&database_url).await?;
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
         "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
     )))
