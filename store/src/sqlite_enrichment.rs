@@ -2,12 +2,13 @@
 //! are stored as their exact text. The claim holds the single writer, so
 //! enrichment and ingest commits take turns (standalone runs one enricher).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::str::FromStr;
 
 use async_trait::async_trait;
 use chrono::Utc;
 use rust_decimal::Decimal;
+use serde_json::{Value, json};
 use sqlx::{Row, Sqlite, Transaction};
 use uuid::Uuid;
 
@@ -240,42 +241,98 @@ impl EnrichmentClaim for SqliteClaim {
         &self.events
     }
 
+    /// A fixed handful of statements per batch, each over a JSON array of
+    /// rows (`json_each`): through sqlx a SQLite statement is a round trip
+    /// to the connection's thread, and one per event cost ~115 µs of CPU
+    /// per event. Read the totals, claim UNIQUE_COUNT values, write the
+    /// ledger, write the totals, mark the events.
     async fn complete(mut self: Box<Self>, outcomes: Vec<EnrichmentOutcome>) -> Result<usize> {
         let tx = &mut self.tx;
         let now = Utc::now().timestamp_micros();
+        let key_json = |key: &TotalKey| {
+            json!([
+                key.tenant.to_string(),
+                key.subscription.to_string(),
+                key.meter,
+                key.dimension,
+                key.period_start.timestamp_micros(),
+                key.plan_terms
+            ])
+        };
         let mut totals: BTreeMap<TotalKey, TotalState> = BTreeMap::new();
         for outcome in &outcomes {
             for intent in &outcome.intents {
                 totals.entry(intent.key.clone()).or_default();
             }
         }
-        for (key, state) in totals.iter_mut() {
-            let row = sqlx::query(
-                "SELECT quantity, price, latest_time FROM running_totals
-                 WHERE tenant_id = ?1 AND subscription_id = ?2 AND meter = ?3 AND dimension = ?4
-                   AND period_start = ?5 AND plan_terms = ?6",
+        if !totals.is_empty() {
+            let keys = Value::Array(totals.keys().map(key_json).collect());
+            let rows = sqlx::query(
+                "SELECT r.tenant_id, r.subscription_id, r.meter, r.dimension, r.period_start,
+                     r.plan_terms, r.quantity, r.price, r.latest_time
+                 FROM json_each(?1) k JOIN running_totals r
+                   ON r.tenant_id = k.value ->> 0 AND r.subscription_id = k.value ->> 1
+                  AND r.meter = k.value ->> 2 AND r.dimension = k.value ->> 3
+                  AND r.period_start = k.value ->> 4 AND r.plan_terms = k.value ->> 5",
             )
-            .bind(key.tenant.to_string())
-            .bind(key.subscription.to_string())
-            .bind(&key.meter)
-            .bind(&key.dimension)
-            .bind(key.period_start.timestamp_micros())
-            .bind(&key.plan_terms)
-            .fetch_optional(&mut **tx)
+            .bind(keys.to_string())
+            .fetch_all(&mut **tx)
             .await?;
-            if let Some(row) = row {
-                *state = TotalState {
-                    quantity: decimal(row.try_get("quantity")?)?,
-                    price: decimal(row.try_get("price")?)?,
-                    latest_time: row
-                        .try_get::<Option<i64>, _>("latest_time")?
-                        .map(time)
-                        .transpose()?,
-                };
+            for row in &rows {
+                let tenant = uuid(row.try_get("tenant_id")?)?;
+                let (key, state) = total_from_row(tenant, row)?;
+                totals.insert(key, state);
             }
         }
 
-        let mut written = 0;
+        // UNIQUE_COUNT values this batch counts for the first time: the
+        // insert returns only the rows it added, a value repeated within the
+        // batch once.
+        let uniques: Vec<Value> = outcomes
+            .iter()
+            .flat_map(|o| o.intents.iter())
+            .filter_map(|i| match &i.input {
+                AggregationInput::UniqueCount(v) => {
+                    let mut row = key_json(&i.key);
+                    if let Value::Array(items) = &mut row {
+                        items.push(Value::String(v.clone()));
+                    }
+                    Some(row)
+                }
+                _ => None,
+            })
+            .collect();
+        let mut new_values: HashSet<(TotalKey, String)> = HashSet::new();
+        if !uniques.is_empty() {
+            let rows = sqlx::query(
+                "INSERT INTO running_unique_values (tenant_id, subscription_id, meter, dimension,
+                     period_start, plan_terms, value)
+                 SELECT u.value ->> 0, u.value ->> 1, u.value ->> 2, u.value ->> 3,
+                     u.value ->> 4, u.value ->> 5, u.value ->> 6
+                 FROM json_each(?1) u WHERE true
+                 ON CONFLICT DO NOTHING
+                 RETURNING tenant_id, subscription_id, meter, dimension, period_start, plan_terms,
+                     value",
+            )
+            .bind(Value::Array(uniques).to_string())
+            .fetch_all(&mut **tx)
+            .await?;
+            for row in &rows {
+                new_values.insert((
+                    TotalKey {
+                        tenant: uuid(row.try_get("tenant_id")?)?,
+                        subscription: uuid(row.try_get("subscription_id")?)?,
+                        meter: row.try_get("meter")?,
+                        dimension: row.try_get("dimension")?,
+                        period_start: time(row.try_get("period_start")?)?,
+                        plan_terms: row.try_get("plan_terms")?,
+                    },
+                    row.try_get("value")?,
+                ));
+            }
+        }
+
+        let mut ledger = Vec::new();
         let mut marks: HashMap<EnrichmentState, Vec<String>> = HashMap::new();
         for outcome in &outcomes {
             marks
@@ -285,88 +342,97 @@ impl EnrichmentClaim for SqliteClaim {
             for intent in &outcome.intents {
                 let key = &intent.key;
                 let unique_is_new = match &intent.input {
-                    AggregationInput::UniqueCount(value) => {
-                        sqlx::query(
-                            "INSERT INTO running_unique_values (tenant_id, subscription_id, meter, dimension,
-                                 period_start, plan_terms, value)
-                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT DO NOTHING",
-                        )
-                        .bind(key.tenant.to_string())
-                        .bind(key.subscription.to_string())
-                        .bind(&key.meter)
-                        .bind(&key.dimension)
-                        .bind(key.period_start.timestamp_micros())
-                        .bind(&key.plan_terms)
-                        .bind(value)
-                        .execute(&mut **tx)
-                        .await?
-                        .rows_affected()
-                            == 1
+                    // Counted once: the first time in this batch it was new.
+                    AggregationInput::UniqueCount(v) => {
+                        new_values.remove(&(key.clone(), v.clone()))
                     }
                     _ => false,
                 };
                 let state = totals.entry(key.clone()).or_default();
                 let (quantity, revenue) = fold(state, intent, outcome.event_time, unique_is_new);
-                sqlx::query(
-                    "INSERT INTO ledger (event_id, meter, tenant_id, customer, subscription_id, rate_plan,
-                         catalog_version, dimension, period_start, event_time, quantity, revenue, currency,
-                         cost, cost_currency, enriched_at)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
-                )
-                .bind(outcome.event.to_string())
-                .bind(&key.meter)
-                .bind(key.tenant.to_string())
-                .bind(&intent.customer)
-                .bind(key.subscription.to_string())
-                .bind(&intent.rate_plan)
-                .bind(intent.catalog_version)
-                .bind(&key.dimension)
-                .bind(key.period_start.timestamp_micros())
-                .bind(outcome.event_time.timestamp_micros())
-                .bind(quantity.to_string())
-                .bind(revenue.to_string())
-                .bind(&intent.currency)
-                .bind(intent.cost.to_string())
-                .bind(&intent.cost_currency)
-                .bind(now)
-                .execute(&mut **tx)
-                .await?;
-                written += 1;
+                ledger.push(json!([
+                    outcome.event.to_string(),
+                    key.meter,
+                    key.tenant.to_string(),
+                    intent.customer,
+                    key.subscription.to_string(),
+                    intent.rate_plan,
+                    intent.catalog_version,
+                    key.dimension,
+                    key.period_start.timestamp_micros(),
+                    outcome.event_time.timestamp_micros(),
+                    quantity.to_string(),
+                    revenue.to_string(),
+                    intent.currency,
+                    intent.cost.to_string(),
+                    intent.cost_currency
+                ]));
             }
         }
-        for (key, state) in &totals {
+        let written = ledger.len();
+        if written > 0 {
+            sqlx::query(
+                "INSERT INTO ledger (event_id, meter, tenant_id, customer, subscription_id, rate_plan,
+                     catalog_version, dimension, period_start, event_time, quantity, revenue, currency,
+                     cost, cost_currency, enriched_at)
+                 SELECT l.value ->> 0, l.value ->> 1, l.value ->> 2, l.value ->> 3, l.value ->> 4,
+                     l.value ->> 5, l.value ->> 6, l.value ->> 7, l.value ->> 8, l.value ->> 9,
+                     l.value ->> 10, l.value ->> 11, l.value ->> 12, l.value ->> 13,
+                     l.value ->> 14, ?2
+                 FROM json_each(?1) l",
+            )
+            .bind(Value::Array(ledger).to_string())
+            .bind(now)
+            .execute(&mut **tx)
+            .await?;
+        }
+        if !totals.is_empty() {
+            let rows: Vec<Value> = totals
+                .iter()
+                .map(|(key, state)| {
+                    let mut row = key_json(key);
+                    if let Value::Array(items) = &mut row {
+                        items.push(Value::String(state.quantity.to_string()));
+                        items.push(Value::String(state.price.to_string()));
+                        items.push(json!(state.latest_time.map(|t| t.timestamp_micros())));
+                    }
+                    row
+                })
+                .collect();
             sqlx::query(
                 "INSERT INTO running_totals (tenant_id, subscription_id, meter, dimension, period_start,
                      plan_terms, quantity, price, latest_time, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                 SELECT t.value ->> 0, t.value ->> 1, t.value ->> 2, t.value ->> 3, t.value ->> 4,
+                     t.value ->> 5, t.value ->> 6, t.value ->> 7, t.value ->> 8, ?2
+                 FROM json_each(?1) t WHERE true
                  ON CONFLICT (tenant_id, subscription_id, meter, dimension, period_start, plan_terms)
                  DO UPDATE SET quantity = excluded.quantity, price = excluded.price,
                      latest_time = excluded.latest_time, updated_at = excluded.updated_at",
             )
-            .bind(key.tenant.to_string())
-            .bind(key.subscription.to_string())
-            .bind(&key.meter)
-            .bind(&key.dimension)
-            .bind(key.period_start.timestamp_micros())
-            .bind(&key.plan_terms)
-            .bind(state.quantity.to_string())
-            .bind(state.price.to_string())
-            .bind(state.latest_time.map(|t| t.timestamp_micros()))
+            .bind(Value::Array(rows).to_string())
             .bind(now)
             .execute(&mut **tx)
             .await?;
         }
         // Enriched events leave the queue; the others are parked with the reason.
         for (state, ids) in marks {
-            for id in ids {
-                let statement = if state == EnrichmentState::Enriched {
-                    sqlx::query("DELETE FROM enrichment_queue WHERE event_id = ?1").bind(id)
-                } else {
-                    sqlx::query("UPDATE enrichment_queue SET waiting = ?2 WHERE event_id = ?1")
-                        .bind(id)
-                        .bind(state.as_str())
-                };
-                statement.execute(&mut **tx).await?;
+            let ids = json!(ids).to_string();
+            if state == EnrichmentState::Enriched {
+                sqlx::query(
+                    "DELETE FROM enrichment_queue WHERE event_id IN (SELECT value FROM json_each(?1))",
+                )
+                .bind(ids)
+                .execute(&mut **tx)
+                .await?;
+            } else {
+                sqlx::query(
+                    "UPDATE enrichment_queue SET waiting = ?2
+                     WHERE event_id IN (SELECT value FROM json_each(?1))",
+                )
+                .bind(ids)
+                .bind(state.as_str())
+                .execute(&mut **tx)
+                .await?;
             }
         }
         self.tx.commit().await?;

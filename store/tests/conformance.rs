@@ -937,6 +937,59 @@ mod enrichment {
         assert_eq!(totals[0].1.quantity, Decimal::from(3));
     }
 
+    /// LATEST keeps the value of the latest event time, across batches: the
+    /// time is stored with the total and read back.
+    async fn latest_survives_the_round_trip_through_the_store(f: Fixture) {
+        let t = f.store.create_tenant("acme").await.unwrap();
+        let sub = Uuid::now_v7();
+        // Batch one: minutes 0 and 5 (value 5 is the latest).
+        let list = (0..2)
+            .map(|i| new_event(&t, source_event(&format!("l{i}"), "c1", i * 5)))
+            .collect();
+        f.store.commit(&events(list)).await.unwrap();
+        let value = |minutes: i64| AggregationInput::Latest(Decimal::from(minutes + 100));
+        let claim = claim_ready(&f, 100).await;
+        let outcomes = claim
+            .events()
+            .iter()
+            .map(|e| EnrichmentOutcome {
+                event: e.stored_id,
+                event_time: e.event.time,
+                state: EnrichmentState::Enriched,
+                intents: vec![intent(
+                    e.tenant,
+                    sub,
+                    value((e.event.time - t0()).num_minutes()),
+                )],
+            })
+            .collect();
+        claim.complete(outcomes).await.unwrap();
+        // Batch two: minute 3 arrives late; it must not replace minute 5.
+        f.store
+            .commit(&events(vec![new_event(
+                &t,
+                source_event("l-late", "c1", 3),
+            )]))
+            .await
+            .unwrap();
+        let claim = claim_ready(&f, 100).await;
+        assert_eq!(claim.events().len(), 1);
+        let e = &claim.events()[0];
+        let outcome = EnrichmentOutcome {
+            event: e.stored_id,
+            event_time: e.event.time,
+            state: EnrichmentState::Enriched,
+            intents: vec![intent(e.tenant, sub, value(3))],
+        };
+        claim.complete(vec![outcome]).await.unwrap();
+        let totals = f.store.running_totals_of(t.id, sub).await.unwrap();
+        assert_eq!(totals[0].1.quantity, Decimal::from(105));
+        assert_eq!(
+            totals[0].1.latest_time,
+            Some(t0() + chrono::Duration::minutes(5))
+        );
+    }
+
     async fn requeued_events_come_back_to_the_queue(f: Fixture) {
         let t = f.store.create_tenant("acme").await.unwrap();
         queue(&f, &t, 3).await;
@@ -991,6 +1044,7 @@ mod enrichment {
     both!(
         revenue_telescopes_through_the_running_total,
         a_unique_value_counts_once_even_within_one_batch,
+        latest_survives_the_round_trip_through_the_store,
         requeued_events_come_back_to_the_queue
     );
 
