@@ -80,6 +80,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         name: "batches",
         sql: include_str!("../migrations/sqlite/0006_batches.sql"),
     },
+    Migration {
+        version: 7,
+        name: "enrichment_log",
+        sql: include_str!("../migrations/sqlite/0007_enrichment_log.sql"),
+    },
 ];
 
 /// Arbitrary constant: the advisory lock that serializes migrations.

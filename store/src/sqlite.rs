@@ -260,7 +260,7 @@ impl Store for SqliteStore {
         row.as_ref().map(tenant_from_row).transpose()
     }
 
-    /// Three statements per batch over JSON arrays of rows (`json_each`),
+    /// Two statements per batch over JSON arrays of rows (`json_each`),
     /// whatever its size: through sqlx each SQLite statement is a round trip
     /// to the connection's thread, and a statement per event capped ingest
     /// at ~7k events/s. Events are written in key order; the insert returns
@@ -313,22 +313,6 @@ impl Store for SqliteStore {
             .into_iter()
             .collect()
         };
-        // Queued for enrichment in the order stored.
-        let queued: Vec<serde_json::Value> = order
-            .iter()
-            .map(|&i| &batch.events[i])
-            .filter(|e| inserted.contains(&e.stored_id.to_string()))
-            .map(|e| serde_json::json!([e.stored_id.to_string(), e.tenant.to_string()]))
-            .collect();
-        if !queued.is_empty() {
-            sqlx::query(
-                "INSERT INTO enrichment_queue (event_id, tenant_id)
-                 SELECT j.value ->> 0, j.value ->> 1 FROM json_each(?1) j ORDER BY j.key",
-            )
-            .bind(serde_json::Value::Array(queued).to_string())
-            .execute(&mut *tx)
-            .await?;
-        }
         let mut outcomes = vec![CommitOutcome::Inserted; batch.events.len()];
         let duplicates: Vec<usize> = (0..batch.events.len())
             .filter(|&i| !inserted.contains(&batch.events[i].stored_id.to_string()))
@@ -401,7 +385,9 @@ impl Store for SqliteStore {
             "SELECT e.id, e.seq, e.tenant_id, e.event_id, e.source, e.type, e.customer, e.time,
                  e.properties, e.tier, e.tier_detail, e.status, e.flags, e.gates,
                  e.validation_hash, e.received_at, e.node,
-                 CASE WHEN q.event_id IS NULL THEN 'ENRICHED' ELSE q.waiting END AS enrichment
+                 CASE WHEN q.event_id IS NOT NULL THEN q.waiting
+                     WHEN e.seq > (SELECT seq FROM enrichment_cursor WHERE id = 1) THEN NULL
+                     ELSE 'ENRICHED' END AS enrichment
              FROM events e LEFT JOIN enrichment_queue q ON q.event_id = e.id
              WHERE e.tenant_id = ?1
                AND (?2 IS NULL OR e.customer = ?2)
@@ -417,7 +403,9 @@ impl Store for SqliteStore {
             "SELECT e.id, e.seq, e.tenant_id, e.event_id, e.source, e.type, e.customer, e.time,
                  e.properties, e.tier, e.tier_detail, e.status, e.flags, e.gates,
                  e.validation_hash, e.received_at, e.node,
-                 CASE WHEN q.event_id IS NULL THEN 'ENRICHED' ELSE q.waiting END AS enrichment
+                 CASE WHEN q.event_id IS NOT NULL THEN q.waiting
+                     WHEN e.seq > (SELECT seq FROM enrichment_cursor WHERE id = 1) THEN NULL
+                     ELSE 'ENRICHED' END AS enrichment
              FROM events e LEFT JOIN enrichment_queue q ON q.event_id = e.id
              WHERE e.tenant_id = ?1
                AND (?2 IS NULL OR e.customer = ?2)

@@ -23,6 +23,12 @@ use crate::{Result, SqliteStore, StoreError, StoredEvent};
 pub(crate) struct SqliteClaim {
     tx: Transaction<'static, Sqlite>,
     events: Vec<StoredEvent>,
+    /// The first `queued` events came from `enrichment_queue`, the rest
+    /// from the log.
+    queued: usize,
+    /// Where the cursor moves once the claim completes: the seq of the last
+    /// event read from the log.
+    cursor: Option<i64>,
 }
 
 /// A running total as read back (see the PostgreSQL twin).
@@ -113,11 +119,15 @@ impl SqliteStore {
         rows.iter().map(|r| total_from_row(tenant, r)).collect()
     }
 
+    /// Requeued events first, then the events past the cursor. The claim
+    /// holds the one writer (`BEGIN IMMEDIATE`) until it completes, so no
+    /// other enricher sees its events and no event is stored meanwhile.
     pub(crate) async fn sqlite_claim_enrichment(
         &self,
         limit: u32,
     ) -> Result<Box<dyn EnrichmentClaim>> {
         let mut tx = self.writer().begin_with("BEGIN IMMEDIATE").await?;
+        let limit = i64::from(limit.max(1));
         let rows = sqlx::query(
             "SELECT e.id, e.seq, e.tenant_id, e.event_id, e.source, e.type, e.customer, e.time,
                  e.properties, e.tier, e.tier_detail, e.status, e.flags, e.gates,
@@ -126,14 +136,39 @@ impl SqliteStore {
              WHERE q.waiting IS NULL
              ORDER BY q.position LIMIT ?1",
         )
-        .bind(i64::from(limit))
+        .bind(limit)
         .fetch_all(&mut *tx)
         .await?;
-        let events = rows
+        let mut events = rows
             .iter()
             .map(event_from_row)
             .collect::<Result<Vec<_>>>()?;
-        Ok(Box::new(SqliteClaim { tx, events }))
+        let queued = events.len();
+        let mut cursor = None;
+        if (queued as i64) < limit {
+            let rows = sqlx::query(
+                "SELECT e.id, e.seq, e.tenant_id, e.event_id, e.source, e.type, e.customer, e.time,
+                     e.properties, e.tier, e.tier_detail, e.status, e.flags, e.gates,
+                     e.validation_hash, e.received_at, e.node, NULL AS enrichment
+                 FROM events e
+                 WHERE e.seq > (SELECT seq FROM enrichment_cursor WHERE id = 1)
+                 ORDER BY e.seq LIMIT ?1",
+            )
+            .bind(limit - queued as i64)
+            .fetch_all(&mut *tx)
+            .await?;
+            for row in &rows {
+                let event = event_from_row(row)?;
+                cursor = Some(event.seq);
+                events.push(event);
+            }
+        }
+        Ok(Box::new(SqliteClaim {
+            tx,
+            events,
+            queued,
+            cursor,
+        }))
     }
 
     pub(crate) async fn sqlite_requeue_waiting(&self, tenant: Uuid) -> Result<u64> {
@@ -149,10 +184,13 @@ impl SqliteStore {
     }
 
     pub(crate) async fn sqlite_enrichment_backlog(&self) -> Result<u64> {
-        let n: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM enrichment_queue WHERE waiting IS NULL")
-                .fetch_one(self.readers())
-                .await?;
+        let n: i64 = sqlx::query_scalar(
+            "SELECT (SELECT count(*) FROM enrichment_queue WHERE waiting IS NULL)
+                  + (SELECT count(*) FROM events
+                     WHERE seq > (SELECT seq FROM enrichment_cursor WHERE id = 1))",
+        )
+        .fetch_one(self.readers())
+        .await?;
         Ok(n as u64)
     }
 
@@ -245,7 +283,8 @@ impl EnrichmentClaim for SqliteClaim {
     /// rows (`json_each`): through sqlx a SQLite statement is a round trip
     /// to the connection's thread, and one per event cost ~115 µs of CPU
     /// per event. Read the totals, claim UNIQUE_COUNT values, write the
-    /// ledger, write the totals, mark the events.
+    /// ledger, write the totals, park what could not be enriched, move the
+    /// cursor.
     async fn complete(mut self: Box<Self>, outcomes: Vec<EnrichmentOutcome>) -> Result<usize> {
         let tx = &mut self.tx;
         let now = Utc::now().timestamp_micros();
@@ -414,26 +453,55 @@ impl EnrichmentClaim for SqliteClaim {
             .execute(&mut **tx)
             .await?;
         }
-        // Enriched events leave the queue; the others are parked with the reason.
+        // Requeued events that were enriched leave the queue, the others
+        // stay parked with their reason; events from the log that could not
+        // be enriched are parked.
+        let queued: HashSet<String> = self.events[..self.queued]
+            .iter()
+            .map(|e| e.stored_id.to_string())
+            .collect();
         for (state, ids) in marks {
-            let ids = json!(ids).to_string();
+            let (from_queue, from_log): (Vec<String>, Vec<String>) =
+                ids.into_iter().partition(|id| queued.contains(id));
             if state == EnrichmentState::Enriched {
-                sqlx::query(
-                    "DELETE FROM enrichment_queue WHERE event_id IN (SELECT value FROM json_each(?1))",
-                )
-                .bind(ids)
-                .execute(&mut **tx)
-                .await?;
-            } else {
+                if !from_queue.is_empty() {
+                    sqlx::query(
+                        "DELETE FROM enrichment_queue
+                         WHERE event_id IN (SELECT value FROM json_each(?1))",
+                    )
+                    .bind(json!(from_queue).to_string())
+                    .execute(&mut **tx)
+                    .await?;
+                }
+                continue;
+            }
+            if !from_queue.is_empty() {
                 sqlx::query(
                     "UPDATE enrichment_queue SET waiting = ?2
                      WHERE event_id IN (SELECT value FROM json_each(?1))",
                 )
-                .bind(ids)
+                .bind(json!(from_queue).to_string())
                 .bind(state.as_str())
                 .execute(&mut **tx)
                 .await?;
             }
+            if !from_log.is_empty() {
+                sqlx::query(
+                    "INSERT INTO enrichment_queue (event_id, tenant_id, waiting)
+                     SELECT e.id, e.tenant_id, ?2 FROM json_each(?1) j JOIN events e ON e.id = j.value
+                     ORDER BY j.key",
+                )
+                .bind(json!(from_log).to_string())
+                .bind(state.as_str())
+                .execute(&mut **tx)
+                .await?;
+            }
+        }
+        if let Some(seq) = self.cursor {
+            sqlx::query("UPDATE enrichment_cursor SET seq = ?1 WHERE id = 1")
+                .bind(seq)
+                .execute(&mut **tx)
+                .await?;
         }
         self.tx.commit().await?;
         Ok(written)

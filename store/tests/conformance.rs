@@ -1137,6 +1137,42 @@ mod enrichment {
         assert_eq!(queued, 0, "enriched queue rows leave the queue");
     }
 
+    /// The SQLite twin: events queued before its migration 0007 sit at or
+    /// before the cursor with a queue row; they are claimed from the queue,
+    /// once, and the log goes on after them.
+    #[tokio::test]
+    async fn events_queued_the_old_way_are_enriched_once_on_sqlite() {
+        let f = sqlite().await;
+        let t = f.store.create_tenant("acme").await.unwrap();
+        queue(&f, &t, 4).await;
+        let path = f.url.strip_prefix("sqlite://").unwrap().to_owned();
+        let options = sqlx::sqlite::SqliteConnectOptions::new().filename(&path);
+        let mut conn = sqlx::SqliteConnection::connect_with(&options)
+            .await
+            .unwrap();
+        // As the migration leaves a database that had two queued events.
+        sqlx::query(
+            "INSERT INTO enrichment_queue (event_id, tenant_id)
+             SELECT id, tenant_id FROM events WHERE event_id IN ('q0', 'q1') ORDER BY seq",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        sqlx::query(
+            "UPDATE enrichment_cursor SET seq = (SELECT seq FROM events WHERE event_id = 'q1')",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        drop(conn);
+        assert_eq!(f.store.enrichment_backlog().await.unwrap(), 4);
+        let sub = Uuid::now_v7();
+        assert_eq!(enrich_all(&f, sub, |_| AggregationInput::Count).await, 4);
+        let totals = f.store.running_totals_of(t.id, sub).await.unwrap();
+        assert_eq!(totals[0].1.quantity, Decimal::from(4));
+        assert_eq!(f.store.enrichment_backlog().await.unwrap(), 0);
+    }
+
     /// The store remembers which running totals exist so it does not insert
     /// them again; if one disappears behind its back, a batch is refused
     /// rather than counted into nothing, and the retry recreates it.
