@@ -573,6 +573,30 @@ async fn health_readiness_and_metrics_are_served() {
 }
 
 #[tokio::test]
+async fn metrics_show_the_enrichment_backlog() {
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        // No enricher: what is stored stays waiting.
+        let server = Server::start_with(backend, &["--enrichers", "0"]).await;
+        let body = Value::Array(mixed_batch("b")).to_string();
+        server.post_events("application/json", body).await;
+        let metrics = server
+            .http_client()
+            .get(format!("{}/metrics", server.http))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            metrics.contains("\naforo_enrichment_backlog_events 2\n"),
+            "the two accepted events wait: {metrics}"
+        );
+        assert!(metrics.ends_with("# EOF\n"), "{metrics}");
+    }
+}
+
+#[tokio::test]
 async fn ingest_stream_answers_every_batch_by_its_id() {
     let server = Server::start(Backend::Sqlite).await;
     let mut client = server.grpc_client().await;

@@ -514,12 +514,26 @@ async fn readyz(State(state): State<RestState>) -> Result<&'static str, ApiError
 }
 
 async fn metrics(State(state): State<RestState>) -> impl IntoResponse {
+    let mut body = state.ingestor.metrics().encode();
+    // The enrichment backlog, counted in the store at scrape time: how far
+    // enrichment is behind what this role stored. A store that does not
+    // answer leaves the gauge out rather than reporting a made-up zero.
+    match state.store.enrichment_backlog().await {
+        Ok(events) => {
+            let head = body.strip_suffix("# EOF\n").unwrap_or(&body).to_owned();
+            body = format!(
+                "{head}{}# EOF\n",
+                crate::metrics::enrichment_backlog_exposition(events)
+            );
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot count the enrichment backlog"),
+    }
     (
         [(
             header::CONTENT_TYPE,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
         )],
-        state.ingestor.metrics().encode(),
+        body,
     )
 }
 
