@@ -108,7 +108,8 @@ pub struct EnrichArgs {
     http_addr: std::net::SocketAddr,
     /// Enrich what is waiting, then exit (a one-off backfill): done when a
     /// claim finds nothing and the backlog is empty. Prints how many events
-    /// this process enriched.
+    /// this process enriched. A failed batch stays queued and the process
+    /// exits non-zero: run it again.
     #[arg(long)]
     drain: bool,
 }

@@ -141,7 +141,9 @@ impl Enricher {
     /// Enriches until nothing is left to enrich: a claim finds nothing and
     /// the store's backlog is empty (while another enricher holds a shard
     /// with events in it, or a transaction in flight holds events back, it
-    /// waits and tries again). Returns how many events this enricher took.
+    /// waits and tries again). The first failed batch ends the drain with
+    /// its error; the batch stays queued for the next run. Returns how many
+    /// events this enricher took.
     pub async fn drain(&self) -> Result<u64, StoreError> {
         let mut taken = 0u64;
         loop {
