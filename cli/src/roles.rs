@@ -130,7 +130,9 @@ pub async fn enrich(args: EnrichArgs) -> anyhow::Result<ExitCode> {
             .drain()
             .await
             .context("enrichment failed")?;
-        println!("aforo enrich: drained; {taken} events enriched by this process");
+        println!(
+            "aforo enrich: drained; {taken} events taken by this process (enriched or parked)"
+        );
         return Ok(ExitCode::SUCCESS);
     }
     let listener = tokio::net::TcpListener::bind(args.http_addr)

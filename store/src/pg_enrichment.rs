@@ -66,6 +66,11 @@ pub(crate) struct PgClaim {
     known: KnownTotals,
 }
 
+/// A shard's cursor as a claim reads it: transaction id and event id (none
+/// yet), the horizon, whether the cursor is ahead of the server, and the
+/// planner setting's echo.
+type ClaimCursor = (Option<String>, Option<Uuid>, String, bool, String);
+
 /// Running totals known to exist (they are never deleted), so a claim
 /// creates only the ones it has not seen before.
 #[derive(Clone, Default)]
@@ -155,12 +160,20 @@ impl PgStore {
         let start = rand::random::<u32>() % ENRICH_SHARDS;
         for step in 0..ENRICH_SHARDS {
             let shard = ((start + step) % ENRICH_SHARDS) as i16;
+            // Each shard is tried in a savepoint: rolling back to it releases
+            // the shard's lock when nothing there could be claimed (its
+            // events may only be held back by the horizon), so the claim
+            // does not keep other enrichers from it.
+            sqlx::raw_sql("SAVEPOINT shard").execute(&mut *tx).await?;
             let mine: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1, $2)")
                 .bind(QUEUE_LOCK_SPACE)
                 .bind(i32::from(shard))
                 .fetch_one(&mut *tx)
                 .await?;
             if !mine {
+                sqlx::raw_sql("RELEASE SAVEPOINT shard")
+                    .execute(&mut *tx)
+                    .await?;
                 continue;
             }
             let rows = sqlx::query(concat!(
@@ -194,16 +207,33 @@ impl PgStore {
                 // sort it (a claim of 2000 read 24,000 events on the
                 // benchmark). Only a walk of the index in order stops at
                 // the limit: bitmap scans are off for this transaction.
-                let (at_xid, at_event, horizon, _): (Option<String>, Option<Uuid>, String, String) =
-                    sqlx::query_as(
-                        "SELECT c.xid::text, c.event_id, pg_snapshot_xmin(pg_current_snapshot())::text,
-                             set_config('enable_bitmapscan', 'off', true)
-                         FROM (SELECT 1) one
-                         LEFT JOIN enrichment_cursors c ON c.shard = $1",
-                    )
-                    .bind(shard)
-                    .fetch_one(&mut *tx)
-                    .await?;
+                //
+                // A cursor at a transaction id this server has not reached
+                // yet means the database was restored from a logical copy
+                // (pg_dump, logical replication): ids start over there, and
+                // new events would sort behind the cursor. Stop rather than
+                // skip them.
+                let read: ClaimCursor = sqlx::query_as(
+                    "SELECT c.xid::text, c.event_id,
+                         pg_snapshot_xmin(pg_current_snapshot())::text,
+                         coalesce(c.xid >= pg_snapshot_xmax(pg_current_snapshot()), false),
+                         set_config('enable_bitmapscan', 'off', true)
+                     FROM (SELECT 1) one
+                     LEFT JOIN enrichment_cursors c ON c.shard = $1",
+                )
+                .bind(shard)
+                .fetch_one(&mut *tx)
+                .await?;
+                let (at_xid, at_event, horizon, ahead, _) = read;
+                if ahead {
+                    return Err(StoreError::Corrupt(format!(
+                        "the enrichment cursor of shard {shard} is at transaction {}, which this \
+                         PostgreSQL server has not reached: the database was restored from a \
+                         logical copy. Enrichment stops rather than skip events; see \
+                         docs/enrichment.md, \"After a logical restore\"",
+                        at_xid.as_deref().unwrap_or("?")
+                    )));
+                }
                 let rows = sqlx::query(concat!(
                     "SELECT ",
                     claimed_columns!(),
@@ -229,16 +259,23 @@ impl PgStore {
                     events.push(event_from_row(row)?);
                 }
             }
-            if !events.is_empty() {
-                return Ok(Box::new(PgClaim {
-                    tx,
-                    events,
-                    queued,
-                    shard,
-                    cursor,
-                    known: self.known_totals.clone(),
-                }));
+            if events.is_empty() {
+                sqlx::raw_sql("ROLLBACK TO SAVEPOINT shard; RELEASE SAVEPOINT shard")
+                    .execute(&mut *tx)
+                    .await?;
+                continue;
             }
+            sqlx::raw_sql("RELEASE SAVEPOINT shard")
+                .execute(&mut *tx)
+                .await?;
+            return Ok(Box::new(PgClaim {
+                tx,
+                events,
+                queued,
+                shard,
+                cursor,
+                known: self.known_totals.clone(),
+            }));
         }
         Ok(Box::new(PgClaim {
             tx,
@@ -360,6 +397,7 @@ impl EnrichmentClaim for PgClaim {
     /// ledger, write the totals back, park what could not be enriched,
     /// move the shard's cursor.
     async fn complete(mut self: Box<Self>, outcomes: Vec<EnrichmentOutcome>) -> Result<usize> {
+        crate::enrichment::check_outcomes(&self.events, &outcomes)?;
         let tx = &mut self.tx;
         let now = micros(Utc::now());
         let mut totals: BTreeMap<TotalKey, TotalState> = BTreeMap::new();

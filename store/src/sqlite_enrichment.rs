@@ -286,6 +286,7 @@ impl EnrichmentClaim for SqliteClaim {
     /// ledger, write the totals, park what could not be enriched, move the
     /// cursor.
     async fn complete(mut self: Box<Self>, outcomes: Vec<EnrichmentOutcome>) -> Result<usize> {
+        crate::enrichment::check_outcomes(&self.events, &outcomes)?;
         let tx = &mut self.tx;
         let now = Utc::now().timestamp_micros();
         let key_json = |key: &TotalKey| {

@@ -990,6 +990,113 @@ mod enrichment {
         );
     }
 
+    fn outcome(
+        e: &aforo_store::StoredEvent,
+        state: EnrichmentState,
+        sub: Uuid,
+    ) -> EnrichmentOutcome {
+        EnrichmentOutcome {
+            event: e.stored_id,
+            event_time: e.event.time,
+            state,
+            intents: if state == EnrichmentState::Enriched {
+                vec![intent(e.tenant, sub, AggregationInput::Count)]
+            } else {
+                vec![]
+            },
+        }
+    }
+
+    /// One claim holding requeued events and events from the log: each
+    /// kind is parked or released its own way.
+    async fn a_claim_of_requeued_and_new_events_marks_each_kind(f: Fixture) {
+        let t = f.store.create_tenant("acme").await.unwrap();
+        let sub = Uuid::now_v7();
+        queue(&f, &t, 2).await;
+        let claim = claim_ready(&f, 100).await;
+        let parked: Vec<_> = claim
+            .events()
+            .iter()
+            .map(|e| outcome(e, EnrichmentState::Unattributed, sub))
+            .collect();
+        claim.complete(parked).await.unwrap();
+        assert_eq!(f.store.requeue_waiting(t.id).await.unwrap(), 2);
+        let list = (0..2)
+            .map(|i| new_event(&t, source_event(&format!("new{i}"), "c1", 10 + i)))
+            .collect();
+        f.store.commit(&events(list)).await.unwrap();
+        // Requeued first, then the log, in one claim (one customer, one shard).
+        let mut seen = Vec::new();
+        let mut outcomes = Vec::new();
+        while seen.len() < 4 {
+            let claim = claim_ready(&f, 100).await;
+            assert!(!claim.events().is_empty(), "four events to claim");
+            for e in claim.events() {
+                seen.push(e.event.id.clone());
+                // q1 (requeued) and new1 (from the log) are parked again.
+                let state = if e.event.id == "q1" || e.event.id == "new1" {
+                    EnrichmentState::Unmetered
+                } else {
+                    EnrichmentState::Enriched
+                };
+                outcomes.push(outcome(e, state, sub));
+            }
+            claim.complete(std::mem::take(&mut outcomes)).await.unwrap();
+        }
+        assert_eq!(seen, ["q0", "q1", "new0", "new1"]);
+        assert_eq!(f.store.enrichment_backlog().await.unwrap(), 0);
+        let listed = f
+            .store
+            .list_events(t.id, &EventQuery::default())
+            .await
+            .unwrap();
+        let mut marks: Vec<(String, Option<String>)> = listed
+            .items
+            .iter()
+            .map(|e| (e.event.id.clone(), e.enrichment.clone()))
+            .collect();
+        marks.sort();
+        let mark = |id: &str, m: &str| (id.to_owned(), Some(m.to_owned()));
+        assert_eq!(
+            marks,
+            [
+                mark("new0", "ENRICHED"),
+                mark("new1", "UNMETERED"),
+                mark("q0", "ENRICHED"),
+                mark("q1", "UNMETERED"),
+            ]
+        );
+        assert_eq!(f.store.requeue_waiting(t.id).await.unwrap(), 2);
+        assert_eq!(enrich_all(&f, sub, |_| AggregationInput::Count).await, 2);
+        let totals = f.store.running_totals_of(t.id, sub).await.unwrap();
+        assert_eq!(totals[0].1.quantity, Decimal::from(4));
+    }
+
+    /// A completion must answer for every claimed event: one left out would
+    /// be passed by the cursor unenriched.
+    async fn a_completion_missing_an_event_writes_nothing(f: Fixture) {
+        let t = f.store.create_tenant("acme").await.unwrap();
+        queue(&f, &t, 3).await;
+        let sub = Uuid::now_v7();
+        let claim = claim_ready(&f, 100).await;
+        assert_eq!(claim.events().len(), 3);
+        let partial: Vec<_> = claim.events()[..2]
+            .iter()
+            .map(|e| outcome(e, EnrichmentState::Enriched, sub))
+            .collect();
+        let refused = claim.complete(partial).await.unwrap_err();
+        assert!(refused.to_string().contains("3 events"), "{refused}");
+        assert_eq!(f.store.enrichment_backlog().await.unwrap(), 3);
+        assert!(
+            f.store
+                .running_totals_of(t.id, sub)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(enrich_all(&f, sub, |_| AggregationInput::Count).await, 3);
+    }
+
     async fn requeued_events_come_back_to_the_queue(f: Fixture) {
         let t = f.store.create_tenant("acme").await.unwrap();
         queue(&f, &t, 3).await;
@@ -1045,6 +1152,8 @@ mod enrichment {
         revenue_telescopes_through_the_running_total,
         a_unique_value_counts_once_even_within_one_batch,
         latest_survives_the_round_trip_through_the_store,
+        a_claim_of_requeued_and_new_events_marks_each_kind,
+        a_completion_missing_an_event_writes_nothing,
         requeued_events_come_back_to_the_queue
     );
 
@@ -1097,6 +1206,31 @@ mod enrichment {
         assert_eq!(ledger.len(), 1, "the late event was enriched");
         let totals = f.store.running_totals_of(t.id, sub).await.unwrap();
         assert_eq!(totals[0].1.quantity, Decimal::from(6));
+    }
+
+    /// A claim that found a shard's events held back by the horizon does
+    /// not keep that shard locked while it is open.
+    #[tokio::test]
+    async fn a_claim_that_found_nothing_keeps_no_shard() {
+        let f = postgres().await;
+        let t = f.store.create_tenant("acme").await.unwrap();
+        let pool = sqlx::PgPool::connect(&f.url).await.unwrap();
+        let mut older = pool.begin().await.unwrap();
+        sqlx::query("SELECT pg_current_xact_id()")
+            .execute(&mut *older)
+            .await
+            .unwrap();
+        queue(&f, &t, 3).await;
+        let idle = f.store.claim_enrichment(100).await.unwrap();
+        assert!(
+            idle.events().is_empty(),
+            "held back by the older transaction"
+        );
+        older.commit().await.unwrap();
+        // `idle` is still open; the shard it looked at is free.
+        let claim = claim_ready(&f, 100).await;
+        assert_eq!(claim.events().len(), 3);
+        drop((idle, claim));
     }
 
     /// Events stored before migration 0007 (or by an older aforo during a
@@ -1171,6 +1305,57 @@ mod enrichment {
         let totals = f.store.running_totals_of(t.id, sub).await.unwrap();
         assert_eq!(totals[0].1.quantity, Decimal::from(4));
         assert_eq!(f.store.enrichment_backlog().await.unwrap(), 0);
+    }
+
+    /// After a logical restore transaction ids start over, and a cursor
+    /// from the old server would pass every new event: claims stop instead,
+    /// and the repair the docs give puts the waiting event back.
+    #[tokio::test]
+    async fn a_cursor_ahead_of_the_server_stops_enrichment() {
+        let f = postgres().await;
+        let t = f.store.create_tenant("acme").await.unwrap();
+        queue(&f, &t, 2).await;
+        let pool = sqlx::PgPool::connect(&f.url).await.unwrap();
+        // As restored from a server that had counted far beyond this one:
+        // q0 was enriched there, q1 was still waiting.
+        sqlx::query("UPDATE events SET enrich_xid = '999999999999'")
+            .execute(&pool)
+            .await
+            .unwrap();
+        sqlx::query(
+            "INSERT INTO enrichment_cursors (shard, xid, event_id)
+             SELECT enrich_shard, enrich_xid, id FROM events WHERE event_id = 'q0'",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        let refused = match f.store.claim_enrichment(100).await {
+            Ok(claim) => panic!("claimed {} events", claim.events().len()),
+            Err(e) => e.to_string(),
+        };
+        assert!(
+            refused.contains("restored from a logical copy"),
+            "{refused}"
+        );
+        // The repair docs/enrichment.md gives, as written there.
+        let docs = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../docs/enrichment.md"
+        ))
+        .unwrap();
+        let section = docs.split("### After a logical restore").nth(1).unwrap();
+        let repair = section
+            .split("```sql")
+            .nth(1)
+            .and_then(|rest| rest.split("```").next())
+            .expect("the repair's SQL");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(repair.to_owned()))
+            .execute(&pool)
+            .await
+            .unwrap();
+        assert_eq!(f.store.enrichment_backlog().await.unwrap(), 1);
+        let sub = Uuid::now_v7();
+        assert_eq!(enrich_all(&f, sub, |_| AggregationInput::Count).await, 1);
     }
 
     /// The store remembers which running totals exist so it does not insert

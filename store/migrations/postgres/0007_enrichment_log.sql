@@ -3,8 +3,8 @@
 -- A queue row per event cost every event three more writes (the row and two
 -- index entries at ingest, a delete when enriched) and the vacuuming of all
 -- of them. Now each event records the shard it belongs to (a hash of tenant
--- and customer, so one customer's running totals are only ever touched by
--- the enricher holding that shard) and the id of the transaction that stored
+-- and customer, so enrichers do not contend for one customer's running
+-- totals) and the id of the transaction that stored
 -- it; each shard has a cursor, the last (transaction, event) enriched,
 -- advanced in the same transaction as the ledger rows.
 --
