@@ -98,6 +98,98 @@ impl KnownTotals {
     }
 }
 
+/// A shard's requeued events (parked ones put back, and those queued
+/// before the log), oldest first.
+async fn requeued(
+    tx: &mut Transaction<'static, Postgres>,
+    shard: i16,
+    limit: i64,
+) -> Result<Vec<StoredEvent>> {
+    let rows = sqlx::query(concat!(
+        // Queue rows first, then their events by primary key.
+        "WITH claimed AS (
+             SELECT event_id FROM enrichment_queue
+             WHERE shard = $2 AND waiting IS NULL
+             ORDER BY event_id LIMIT $1)
+         SELECT ",
+        claimed_columns!(),
+        " FROM claimed c JOIN events e ON e.id = c.event_id
+         ORDER BY e.id"
+    ))
+    .bind(limit)
+    .bind(shard)
+    .fetch_all(&mut **tx)
+    .await?;
+    rows.iter().map(event_from_row).collect()
+}
+
+/// A shard's events past its cursor and below the horizon, in log order,
+/// with where the cursor moves if they are enriched.
+async fn past_cursor(
+    tx: &mut Transaction<'static, Postgres>,
+    shard: i16,
+    limit: i64,
+) -> Result<(Vec<StoredEvent>, Option<(String, Uuid)>)> {
+    // Every transaction older than the snapshot's xmin has ended: no event
+    // can still appear below it.
+    //
+    // The backlog is by definition newer than the table's statistics, so
+    // the planner underestimates it and would fetch the shard's whole
+    // backlog with a bitmap scan and sort it (a claim of 2000 read 24,000
+    // events on the benchmark). Only a walk of the index in order stops at
+    // the limit: bitmap scans are off for this transaction.
+    //
+    // A cursor at a transaction id this server has not reached yet means the
+    // database was restored from a logical copy (pg_dump, logical
+    // replication): ids start over there, and new events would sort behind
+    // the cursor. Stop rather than skip them.
+    let read: ClaimCursor = sqlx::query_as(
+        "SELECT c.xid::text, c.event_id,
+             pg_snapshot_xmin(pg_current_snapshot())::text,
+             coalesce(c.xid >= pg_snapshot_xmax(pg_current_snapshot()), false),
+             set_config('enable_bitmapscan', 'off', true)
+         FROM (SELECT 1) one
+         LEFT JOIN enrichment_cursors c ON c.shard = $1",
+    )
+    .bind(shard)
+    .fetch_one(&mut **tx)
+    .await?;
+    let (at_xid, at_event, horizon, ahead, _) = read;
+    if ahead {
+        return Err(StoreError::Corrupt(format!(
+            "the enrichment cursor of shard {shard} is at transaction {}, which this PostgreSQL \
+             server has not reached: the database was restored from a logical copy. \
+             Enrichment stops rather than skip events; see docs/enrichment.md, \
+             \"After a logical restore\"",
+            at_xid.as_deref().unwrap_or("?")
+        )));
+    }
+    let rows = sqlx::query(concat!(
+        "SELECT ",
+        claimed_columns!(),
+        ", e.enrich_xid::text AS log_xid
+         FROM events e
+         WHERE e.enrich_shard = $1 AND e.enrich_xid IS NOT NULL
+           AND (e.enrich_xid, e.id) > ($2::text::xid8, $3)
+           AND e.enrich_xid < $4::text::xid8
+         ORDER BY e.enrich_xid, e.id
+         LIMIT $5"
+    ))
+    .bind(shard)
+    .bind(at_xid.as_deref().unwrap_or("0"))
+    .bind(at_event.unwrap_or(Uuid::nil()))
+    .bind(&horizon)
+    .bind(limit)
+    .fetch_all(&mut **tx)
+    .await?;
+    let last = match rows.last() {
+        Some(row) => Some((row.try_get("log_xid")?, row.try_get("id")?)),
+        None => None,
+    };
+    let events = rows.iter().map(event_from_row).collect::<Result<_>>()?;
+    Ok((events, last))
+}
+
 impl PgStore {
     pub(crate) async fn pg_revenue_by_hour(
         &self,
@@ -176,88 +268,13 @@ impl PgStore {
                     .await?;
                 continue;
             }
-            let rows = sqlx::query(concat!(
-                // Queue rows first, then their events by primary key.
-                "WITH claimed AS (
-                     SELECT event_id FROM enrichment_queue
-                     WHERE shard = $2 AND waiting IS NULL
-                     ORDER BY event_id LIMIT $1)
-                 SELECT ",
-                claimed_columns!(),
-                " FROM claimed c JOIN events e ON e.id = c.event_id
-                 ORDER BY e.id"
-            ))
-            .bind(limit)
-            .bind(shard)
-            .fetch_all(&mut *tx)
-            .await?;
-            let mut events = rows
-                .iter()
-                .map(event_from_row)
-                .collect::<Result<Vec<_>>>()?;
+            let mut events = requeued(&mut tx, shard, limit).await?;
             let queued = events.len();
             let mut cursor = None;
             if (queued as i64) < limit {
-                // Every transaction older than the snapshot's xmin has
-                // ended: no event can still appear below it.
-                //
-                // The backlog is by definition newer than the table's
-                // statistics, so the planner underestimates it and would
-                // fetch the shard's whole backlog with a bitmap scan and
-                // sort it (a claim of 2000 read 24,000 events on the
-                // benchmark). Only a walk of the index in order stops at
-                // the limit: bitmap scans are off for this transaction.
-                //
-                // A cursor at a transaction id this server has not reached
-                // yet means the database was restored from a logical copy
-                // (pg_dump, logical replication): ids start over there, and
-                // new events would sort behind the cursor. Stop rather than
-                // skip them.
-                let read: ClaimCursor = sqlx::query_as(
-                    "SELECT c.xid::text, c.event_id,
-                         pg_snapshot_xmin(pg_current_snapshot())::text,
-                         coalesce(c.xid >= pg_snapshot_xmax(pg_current_snapshot()), false),
-                         set_config('enable_bitmapscan', 'off', true)
-                     FROM (SELECT 1) one
-                     LEFT JOIN enrichment_cursors c ON c.shard = $1",
-                )
-                .bind(shard)
-                .fetch_one(&mut *tx)
-                .await?;
-                let (at_xid, at_event, horizon, ahead, _) = read;
-                if ahead {
-                    return Err(StoreError::Corrupt(format!(
-                        "the enrichment cursor of shard {shard} is at transaction {}, which this \
-                         PostgreSQL server has not reached: the database was restored from a \
-                         logical copy. Enrichment stops rather than skip events; see \
-                         docs/enrichment.md, \"After a logical restore\"",
-                        at_xid.as_deref().unwrap_or("?")
-                    )));
-                }
-                let rows = sqlx::query(concat!(
-                    "SELECT ",
-                    claimed_columns!(),
-                    ", e.enrich_xid::text AS log_xid
-                     FROM events e
-                     WHERE e.enrich_shard = $1 AND e.enrich_xid IS NOT NULL
-                       AND (e.enrich_xid, e.id) > ($2::text::xid8, $3)
-                       AND e.enrich_xid < $4::text::xid8
-                     ORDER BY e.enrich_xid, e.id
-                     LIMIT $5"
-                ))
-                .bind(shard)
-                .bind(at_xid.as_deref().unwrap_or("0"))
-                .bind(at_event.unwrap_or(Uuid::nil()))
-                .bind(&horizon)
-                .bind(limit - queued as i64)
-                .fetch_all(&mut *tx)
-                .await?;
-                if let Some(last) = rows.last() {
-                    cursor = Some((last.try_get("log_xid")?, last.try_get("id")?));
-                }
-                for row in &rows {
-                    events.push(event_from_row(row)?);
-                }
+                let (logged, last) = past_cursor(&mut tx, shard, limit - queued as i64).await?;
+                events.extend(logged);
+                cursor = last;
             }
             if events.is_empty() {
                 sqlx::raw_sql("ROLLBACK TO SAVEPOINT shard; RELEASE SAVEPOINT shard")
