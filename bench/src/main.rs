@@ -423,28 +423,26 @@ async fn together(
     })
 }
 
-/// Starts `aforo standalone` on `data_dir` with `enrichers` in-process
-/// enrichers; returns it and its gRPC address once it says it is ready.
-async fn start_standalone(
+/// Starts `aforo` with `args` and returns it and its gRPC address once it
+/// prints its ready line.
+async fn spawn_ready(
     bin: &PathBuf,
-    data_dir: &str,
-    enrichers: usize,
+    args: &[&str],
 ) -> anyhow::Result<(tokio::process::Child, String)> {
     let mut child = Command::new(bin)
-        .args(["standalone", "--data-dir", data_dir])
-        .args(["--enrichers", &enrichers.to_string()])
+        .args(args)
         .args(["--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0"])
         .env("AFORO_LOG", "warn")
         .stdout(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .context("start aforo standalone")?;
+        .with_context(|| format!("start aforo {args:?}"))?;
     let mut lines = BufReader::new(child.stdout.take().context("stdout")?).lines();
     let ready = loop {
         match lines.next_line().await? {
             Some(line) if line.contains(" ready: ") => break line,
             Some(_) => continue,
-            None => bail!("aforo standalone exited before it was ready"),
+            None => bail!("aforo {args:?} exited before it was ready"),
         }
     };
     let grpc = ready
@@ -452,6 +450,27 @@ async fn start_standalone(
         .find_map(|w| w.strip_prefix("grpc="))
         .context("no grpc= in the ready line")?;
     Ok((child, format!("http://{grpc}")))
+}
+
+/// Starts `aforo standalone` on `data_dir` with `enrichers` in-process
+/// enrichers.
+async fn start_standalone(
+    bin: &PathBuf,
+    data_dir: &str,
+    enrichers: usize,
+) -> anyhow::Result<(tokio::process::Child, String)> {
+    let enrichers = enrichers.to_string();
+    spawn_ready(
+        bin,
+        &[
+            "standalone",
+            "--data-dir",
+            data_dir,
+            "--enrichers",
+            &enrichers,
+        ],
+    )
+    .await
 }
 
 /// Waits until the store's enrichment backlog is empty, looking every
@@ -469,19 +488,7 @@ async fn standalone(args: &Args, bin: &PathBuf) -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let data_dir = dir.path().to_str().context("a UTF-8 temporary folder")?;
     let url = format!("sqlite://{}", dir.path().join("aforo.db").display());
-    aforo_cli(bin, &["tenants", "create", "bench", "--database-url", &url]).await?;
-    let key = aforo_cli(
-        bin,
-        &[
-            "keys",
-            "create",
-            "--tenant",
-            "bench",
-            "--database-url",
-            &url,
-        ],
-    )
-    .await?;
+    let key = bench_tenant(bin, &url).await?;
     billing_context(&url).await?;
     let store = aforo_store::open(&url).await?;
     println!(
@@ -571,13 +578,14 @@ async fn aforo_cli(bin: &PathBuf, args: &[&str]) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
 }
 
-async fn start_aforo(bin: &PathBuf, database: &str) -> anyhow::Result<Aforo> {
+/// Creates the `bench` tenant in `database`; returns an API key of it.
+async fn bench_tenant(bin: &PathBuf, database: &str) -> anyhow::Result<String> {
     aforo_cli(
         bin,
         &["tenants", "create", "bench", "--database-url", database],
     )
     .await?;
-    let key = aforo_cli(
+    aforo_cli(
         bin,
         &[
             "keys",
@@ -588,32 +596,13 @@ async fn start_aforo(bin: &PathBuf, database: &str) -> anyhow::Result<Aforo> {
             database,
         ],
     )
-    .await?;
-    let mut child = Command::new(bin)
-        .args(["ingest", "--database-url", database])
-        .args(["--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0"])
-        .env("AFORO_LOG", "warn")
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .context("start aforo ingest")?;
-    let mut lines = BufReader::new(child.stdout.take().context("stdout")?).lines();
-    let ready = loop {
-        match lines.next_line().await? {
-            Some(line) if line.contains(" ready: ") => break line,
-            Some(_) => continue,
-            None => bail!("aforo ingest exited before it was ready"),
-        }
-    };
-    let grpc = ready
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("grpc="))
-        .context("no grpc= in the ready line")?;
-    Ok(Aforo {
-        child,
-        grpc: format!("http://{grpc}"),
-        key,
-    })
+    .await
+}
+
+async fn start_aforo(bin: &PathBuf, database: &str) -> anyhow::Result<Aforo> {
+    let key = bench_tenant(bin, database).await?;
+    let (child, grpc) = spawn_ready(bin, &["ingest", "--database-url", database]).await?;
+    Ok(Aforo { child, grpc, key })
 }
 
 const COLUMNS: &str = "id, tenant_id, dedup_key, event_id, source, type, customer, time, \

@@ -823,6 +823,18 @@ mod enrichment {
         f.store.commit(&events(list)).await.unwrap();
     }
 
+    /// The enrichment mark of each of a tenant's events, as listed.
+    async fn enrichment_marks(f: &Fixture, t: &aforo_store::Tenant) -> Vec<Option<String>> {
+        f.store
+            .list_events(t.id, &EventQuery::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .map(|e| e.enrichment)
+            .collect()
+    }
+
     /// A claim of up to `limit` events; empty only once the backlog is. On
     /// PostgreSQL an event becomes claimable when every transaction older
     /// than the one that stored it has ended, and the tests sharing the
@@ -879,13 +891,8 @@ mod enrichment {
         let t = f.store.create_tenant("acme").await.unwrap();
         queue(&f, &t, 8).await;
         assert_eq!(f.store.enrichment_backlog().await.unwrap(), 8);
-        let pending = f
-            .store
-            .list_events(t.id, &EventQuery::default())
-            .await
-            .unwrap();
         assert!(
-            pending.items.iter().all(|e| e.enrichment.is_none()),
+            enrichment_marks(&f, &t).await.iter().all(Option::is_none),
             "queued events are listed as pending"
         );
         let sub = Uuid::now_v7();
@@ -908,16 +915,11 @@ mod enrichment {
         );
         assert_eq!(rows[0].cost, Decimal::from(4));
         assert_eq!(rows[0].events, 8);
-        let listed = f
-            .store
-            .list_events(t.id, &EventQuery::default())
-            .await
-            .unwrap();
         assert!(
-            listed
-                .items
+            enrichment_marks(&f, &t)
+                .await
                 .iter()
-                .all(|e| e.enrichment.as_deref() == Some("ENRICHED"))
+                .all(|m| m.as_deref() == Some("ENRICHED"))
         );
         let totals = f.store.running_totals_of(t.id, sub).await.unwrap();
         assert_eq!(
@@ -1125,16 +1127,11 @@ mod enrichment {
             0,
             "parked events are not in the backlog"
         );
-        let listed = f
-            .store
-            .list_events(t.id, &EventQuery::default())
-            .await
-            .unwrap();
         assert!(
-            listed
-                .items
+            enrichment_marks(&f, &t)
+                .await
                 .iter()
-                .all(|e| e.enrichment.as_deref() == Some("UNATTRIBUTED"))
+                .all(|m| m.as_deref() == Some("UNATTRIBUTED"))
         );
         assert_eq!(f.store.requeue_waiting(t.id).await.unwrap(), 3);
         assert_eq!(f.store.enrichment_backlog().await.unwrap(), 3);
@@ -1157,6 +1154,19 @@ mod enrichment {
         requeued_events_come_back_to_the_queue
     );
 
+    /// A transaction that has its transaction id (it holds the horizon back
+    /// from the moment it has one).
+    async fn transaction_with_an_id(
+        pool: &sqlx::PgPool,
+    ) -> sqlx::Transaction<'static, sqlx::Postgres> {
+        let mut tx = pool.begin().await.unwrap();
+        sqlx::query("SELECT pg_current_xact_id()")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        tx
+    }
+
     /// The log's one hazard: a transaction that stores an event commits
     /// after a younger one whose events were already enriched. Its event
     /// must not end up behind the shard's cursor, unseen.
@@ -1166,11 +1176,7 @@ mod enrichment {
         let t = f.store.create_tenant("acme").await.unwrap();
         let pool = sqlx::PgPool::connect(&f.url).await.unwrap();
         // The older transaction: it has its id before the others store anything.
-        let mut older = pool.begin().await.unwrap();
-        sqlx::query("SELECT pg_current_xact_id()")
-            .execute(&mut *older)
-            .await
-            .unwrap();
+        let mut older = transaction_with_an_id(&pool).await;
         // A younger commit of events of the same customer (one shard).
         let list = (0..5)
             .map(|i| new_event(&t, source_event(&format!("young{i}"), "c1", i)))
@@ -1215,11 +1221,7 @@ mod enrichment {
         let f = postgres().await;
         let t = f.store.create_tenant("acme").await.unwrap();
         let pool = sqlx::PgPool::connect(&f.url).await.unwrap();
-        let mut older = pool.begin().await.unwrap();
-        sqlx::query("SELECT pg_current_xact_id()")
-            .execute(&mut *older)
-            .await
-            .unwrap();
+        let older = transaction_with_an_id(&pool).await;
         queue(&f, &t, 3).await;
         let idle = f.store.claim_enrichment(100).await.unwrap();
         assert!(
