@@ -10,10 +10,9 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Stdio;
-use std::time::Duration;
 
 use aforo_crds::catalog::{MeteringPipeline, RatePlan, yaml_documents};
-use aforo_kubetest::ControlPlane;
+use aforo_kubetest::{ControlPlane, WAIT, eventually};
 use common::BIN;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -24,8 +23,6 @@ use kube::api::{
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
-
-const WAIT: Duration = Duration::from_secs(60);
 
 /// A started `aforo` server process and the address from its ready line.
 struct Process {
@@ -92,24 +89,6 @@ async fn run(args: &[&str]) -> String {
         String::from_utf8_lossy(&output.stderr)
     );
     String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, String>>,
-{
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let last = match check().await {
-            Ok(value) => return value,
-            Err(state) => state,
-        };
-        if tokio::time::Instant::now() >= deadline {
-            panic!("{what}: not within {WAIT:?}; last seen: {last}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 fn crds() -> Vec<CustomResourceDefinition> {

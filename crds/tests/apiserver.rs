@@ -35,23 +35,6 @@ fn chart_crds() -> Vec<CustomResourceDefinition> {
         .collect()
 }
 
-/// The shared control plane with the chart's CRDs installed and
-/// Established, and a fresh namespace for the calling test.
-async fn cluster(test: &str) -> (&'static ControlPlane, String) {
-    let control_plane = ControlPlane::shared()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    control_plane
-        .install_crds(&chart_crds())
-        .await
-        .unwrap_or_else(|e| panic!("install the chart's CRDs: {e}"));
-    let namespace = control_plane
-        .namespace(test)
-        .await
-        .unwrap_or_else(|e| panic!("create a namespace: {e}"));
-    (control_plane, namespace)
-}
-
 fn typed<K: Resource<DynamicType = ()> + DeserializeOwned>(
     name: &str,
     namespace: &str,
@@ -102,7 +85,7 @@ fn holds_all_of(stored: &Value, sent: &Value) -> bool {
 
 #[tokio::test]
 async fn the_example_catalog_is_admitted_and_stored_without_pruning() {
-    let (control_plane, namespace) = cluster("examples").await;
+    let (control_plane, namespace) = ControlPlane::shared_with(&chart_crds(), "examples").await;
     let client = control_plane.client().expect("a client");
     let resources: BTreeMap<String, ApiResource> = chart_crds()
         .iter()
@@ -166,7 +149,7 @@ async fn the_example_catalog_is_admitted_and_stored_without_pruning() {
 
 #[tokio::test]
 async fn a_sum_meter_without_a_value_property_is_rejected_with_the_rules_message() {
-    let (control_plane, namespace) = cluster("meter-rule").await;
+    let (control_plane, namespace) = ControlPlane::shared_with(&chart_crds(), "meter-rule").await;
     let meters = Api::<Meter>::namespaced(control_plane.client().expect("a client"), &namespace);
     let meter: Meter = typed(
         "characters",
@@ -193,7 +176,7 @@ async fn a_sum_meter_without_a_value_property_is_rejected_with_the_rules_message
 
 #[tokio::test]
 async fn tiers_out_of_order_are_rejected_with_the_rules_message() {
-    let (control_plane, namespace) = cluster("tier-rule").await;
+    let (control_plane, namespace) = ControlPlane::shared_with(&chart_crds(), "tier-rule").await;
     let plans = Api::<RatePlan>::namespaced(control_plane.client().expect("a client"), &namespace);
     let plan: RatePlan = typed(
         "unsorted",
@@ -231,7 +214,7 @@ async fn tiers_out_of_order_are_rejected_with_the_rules_message() {
 
 #[tokio::test]
 async fn a_pipeline_role_with_both_replicas_and_autoscaling_is_rejected() {
-    let (control_plane, namespace) = cluster("role-rule").await;
+    let (control_plane, namespace) = ControlPlane::shared_with(&chart_crds(), "role-rule").await;
     let pipelines =
         Api::<MeteringPipeline>::namespaced(control_plane.client().expect("a client"), &namespace);
     let pipeline: MeteringPipeline = typed(
@@ -257,7 +240,7 @@ async fn a_pipeline_role_with_both_replicas_and_autoscaling_is_rejected() {
 
 #[tokio::test]
 async fn a_meters_event_type_cannot_change_but_its_unit_can() {
-    let (control_plane, namespace) = cluster("meter-update").await;
+    let (control_plane, namespace) = ControlPlane::shared_with(&chart_crds(), "meter-update").await;
     let meters = Api::<Meter>::namespaced(control_plane.client().expect("a client"), &namespace);
     let meter: Meter = typed(
         "sessions",

@@ -157,6 +157,27 @@ impl ControlPlane {
             .await
     }
 
+    /// For tests: the shared control plane with `crds` installed and
+    /// Established, and a fresh namespace named after `test`. Panics, with
+    /// the reason, if any of that fails.
+    pub async fn shared_with(
+        crds: &[CustomResourceDefinition],
+        test: &str,
+    ) -> (&'static ControlPlane, String) {
+        let control_plane = ControlPlane::shared()
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        control_plane
+            .install_crds(crds)
+            .await
+            .unwrap_or_else(|e| panic!("install the CRDs: {e}"));
+        let namespace = control_plane
+            .namespace(test)
+            .await
+            .unwrap_or_else(|e| panic!("create a namespace: {e}"));
+        (control_plane, namespace)
+    }
+
     /// A client authenticated as the admin (group `system:masters`). Make one
     /// per test: a client belongs to the Tokio runtime it was made in.
     pub fn client(&self) -> Result<Client, Error> {
@@ -383,4 +404,28 @@ fn free_ports<const N: usize>() -> Result<[u16; N], Error> {
             .port();
     }
     Ok(ports)
+}
+
+/// How long a condition may take to hold in a test. Generous: two cores
+/// run the apiserver, etcd and every test binary.
+pub const WAIT: Duration = Duration::from_secs(60);
+
+/// Polls `check` every 100 ms until it answers `Ok`, for at most [`WAIT`];
+/// then panics with `what` and the last state `check` reported.
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let last = match check().await {
+            Ok(value) => return value,
+            Err(state) => state,
+        };
+        if Instant::now() >= deadline {
+            panic!("{what}: not within {WAIT:?}; last seen: {last}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

@@ -8,9 +8,8 @@ use std::time::Duration;
 use aforo_crds::catalog::{Meter, Product, RatePlan, Resource, UsageAlert, WebhookSource};
 use aforo_crds::compile::{Compiled, compile};
 use aforo_crds::validate::CatalogError;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::Client;
 use kube::api::{Api, ListParams};
-use kube::{Client, Resource as _};
 use serde_json::{Value, json};
 
 use crate::Error;
@@ -51,20 +50,8 @@ pub async fn resources(client: &Client, namespace: &str) -> Result<Vec<Resource>
         out.push(Resource::UsageAlert(a));
     }
     // Resources being deleted are leaving the catalog already.
-    out.retain(|r| meta(r).deletion_timestamp.is_none());
+    out.retain(|r| r.meta().deletion_timestamp.is_none());
     Ok(out)
-}
-
-/// The metadata of a resource of any kind.
-pub fn meta(resource: &Resource) -> &ObjectMeta {
-    match resource {
-        Resource::Meter(r) => r.meta(),
-        Resource::Product(r) => r.meta(),
-        Resource::RatePlan(r) => r.meta(),
-        Resource::WebhookSource(r) => r.meta(),
-        Resource::UsageAlert(r) => r.meta(),
-        Resource::MeteringPipeline(r) => r.meta(),
-    }
 }
 
 /// Validates and compiles a namespace's resources. There is no previous

@@ -33,7 +33,7 @@ use serde_json::json;
 use tokio::sync::{mpsc, watch};
 
 use crate::build::MANAGER;
-use crate::catalog::{self, meta};
+use crate::catalog;
 use crate::conditions::{self, Desired, RECONCILING, STALLED};
 use crate::metrics::Metrics;
 use crate::pipeline::CATALOG_APPLIED;
@@ -255,7 +255,7 @@ pub async fn reconcile_namespace(namespace: &str, ctx: &Context) -> Result<(), E
     let decided = decide(&resources, &errors, hash.as_deref(), &pipelines, namespace);
     let now = conditions::now();
     for resource in &resources {
-        let meta = meta(resource);
+        let meta = resource.meta();
         if paused(meta) {
             continue;
         }

@@ -2,6 +2,7 @@
 //! dispatched on `apiVersion` and `kind`.
 
 use kube::Resource as _;
+use kube::api::ObjectMeta;
 use serde_json::Value;
 
 use super::*;
@@ -33,16 +34,20 @@ impl Resource {
         }
     }
 
-    pub fn name(&self) -> &str {
-        let meta = match self {
+    /// The resource's metadata, whatever its kind.
+    pub fn meta(&self) -> &ObjectMeta {
+        match self {
             Resource::Meter(r) => r.meta(),
             Resource::Product(r) => r.meta(),
             Resource::RatePlan(r) => r.meta(),
             Resource::WebhookSource(r) => r.meta(),
             Resource::UsageAlert(r) => r.meta(),
             Resource::MeteringPipeline(r) => r.meta(),
-        };
-        meta.name.as_deref().unwrap_or_default()
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        self.meta().name.as_deref().unwrap_or_default()
     }
 
     /// Reads one resource from its JSON form. `origin` (a file and document

@@ -10,11 +10,10 @@
 #![allow(dead_code)]
 
 use std::fmt::Debug;
-use std::future::Future;
-use std::time::Duration;
 
 use aforo_crds::catalog::yaml_documents;
 use aforo_kubetest::ControlPlane;
+pub use aforo_kubetest::eventually;
 use aforo_operator::{Operator, OperatorConfig};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -22,10 +21,6 @@ use kube::Client;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
-
-/// How long a condition may take to hold. Generous: two cores run the
-/// apiserver, etcd and every test binary.
-pub const WAIT: Duration = Duration::from_secs(60);
 
 const CHART_CRDS: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -47,17 +42,7 @@ pub fn chart_crds() -> Vec<CustomResourceDefinition> {
 /// The shared control plane with the CRDs installed, a client, and a fresh
 /// namespace.
 pub async fn cluster(test: &str) -> (&'static ControlPlane, Client, String) {
-    let control_plane = ControlPlane::shared()
-        .await
-        .unwrap_or_else(|e| panic!("{e}"));
-    control_plane
-        .install_crds(&chart_crds())
-        .await
-        .unwrap_or_else(|e| panic!("install the chart's CRDs: {e}"));
-    let namespace = control_plane
-        .namespace(test)
-        .await
-        .unwrap_or_else(|e| panic!("create a namespace: {e}"));
+    let (control_plane, namespace) = ControlPlane::shared_with(&chart_crds(), test).await;
     let client = control_plane.client().expect("a client");
     (control_plane, client, namespace)
 }
@@ -73,26 +58,6 @@ pub async fn operator_as(client: &Client, namespace: &str, identity: &str) -> Op
     Operator::start(client.clone(), config)
         .await
         .unwrap_or_else(|e| panic!("start the operator: {e}"))
-}
-
-/// Polls `check` until it returns `Some`, for at most [`WAIT`]; panics
-/// with `what` and the last state `check` reported otherwise.
-pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<T, String>>,
-{
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let last = match check().await {
-            Ok(value) => return value,
-            Err(state) => state,
-        };
-        if tokio::time::Instant::now() >= deadline {
-            panic!("{what}: not within {WAIT:?}; last seen: {last}");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// Creates an object from its JSON form.
