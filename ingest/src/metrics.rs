@@ -216,13 +216,18 @@ impl Metrics {
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         if let Some(cache) = self.context.get() {
-            // The cache counts in its own atomics; its counters go before
-            // the exposition's closing `# EOF`.
-            let body = out.strip_suffix("# EOF\n").unwrap_or(&out).to_owned();
-            out = format!("{body}{}# EOF\n", context_cache_exposition(cache.stats()));
+            // The cache counts in its own atomics.
+            out = before_eof(out, &context_cache_exposition(cache.stats()));
         }
         out
     }
+}
+
+/// Puts `families` (OpenMetrics text without `# EOF`) at the end of an
+/// exposition, before its closing `# EOF`.
+pub fn before_eof(exposition: String, families: &str) -> String {
+    let body = exposition.strip_suffix("# EOF\n").unwrap_or(&exposition);
+    format!("{body}{families}# EOF\n")
 }
 
 /// The context cache's counters in OpenMetrics text (without `# EOF`).

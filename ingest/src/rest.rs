@@ -520,11 +520,10 @@ async fn metrics(State(state): State<RestState>) -> impl IntoResponse {
     // answer leaves the gauge out rather than reporting a made-up zero.
     match state.store.enrichment_backlog().await {
         Ok(events) => {
-            let head = body.strip_suffix("# EOF\n").unwrap_or(&body).to_owned();
-            body = format!(
-                "{head}{}# EOF\n",
-                crate::metrics::enrichment_backlog_exposition(events)
-            );
+            body = crate::metrics::before_eof(
+                body,
+                &crate::metrics::enrichment_backlog_exposition(events),
+            )
         }
         Err(e) => tracing::warn!(error = %e, "cannot count the enrichment backlog"),
     }
