@@ -1,8 +1,8 @@
 //! Reading catalog resources from manifests: multi-document YAML (or JSON),
 //! dispatched on `apiVersion` and `kind`.
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::Resource as _;
-use kube::api::ObjectMeta;
 use serde_json::Value;
 
 use super::*;
