@@ -72,10 +72,10 @@ impl BusinessData {
         self.require_plan(tenant, &input.rate_plan).await?;
         if input
             .billing_anchor_day
-            .is_some_and(|d| !(1..=28).contains(&d))
+            .is_some_and(|d| !(1..=31).contains(&d))
         {
             return Err(AdminError::Invalid(
-                "billing_anchor_day must be from 1 to 28".into(),
+                "billing_anchor_day must be from 1 to 31".into(),
             ));
         }
         if input.ends_at.is_some_and(|end| end <= input.starts_at) {

@@ -327,7 +327,7 @@ impl CustomerService for CustomerGrpc {
             billing_anchor_day: match r.billing_anchor_day {
                 0 => None,
                 d => Some(u8::try_from(d).map_err(|_| {
-                    Status::invalid_argument("billing_anchor_day must be from 1 to 28")
+                    Status::invalid_argument("billing_anchor_day must be from 1 to 31")
                 })?),
             },
         };

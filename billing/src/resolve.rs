@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 
-use crate::period::period_start;
+use crate::period::Calendar;
 use crate::pricing::{ChargeRating, RatingFunction};
 use aforo_crds::canonical;
 use aforo_crds::catalog::{Aggregation, MeterSpec, RatePlanSpec};
@@ -314,12 +314,10 @@ pub fn resolve_view(e: EventView<'_>, ctx: &TenantContext) -> (EnrichmentState, 
     let Some(plan) = catalog.snapshot.rate_plans.get(plan_name) else {
         return (EnrichmentState::Unattributed, vec![]);
     };
-    let period = period_start(
-        plan.billing_period,
-        subscription.starts_at,
-        subscription.billing_anchor_day,
-        e.time,
-    );
+    let Some(period) = Calendar::of(subscription, plan).period_of(e.time) else {
+        return (EnrichmentState::Unattributed, vec![]);
+    };
+    let period = period.start;
     let mut intents = Vec::new();
     for name in meters {
         let Some(meter) = catalog.snapshot.meters.get(name) else {

@@ -474,8 +474,8 @@ async fn create_subscription(
             b.rate_plan
         )));
     }
-    if b.billing_anchor_day.is_some_and(|d| !(1..=28).contains(&d)) {
-        return Err(invalid("billing_anchor_day must be from 1 to 28"));
+    if b.billing_anchor_day.is_some_and(|d| !(1..=31).contains(&d)) {
+        return Err(invalid("billing_anchor_day must be from 1 to 31"));
     }
     if b.ends_at.is_some_and(|end| end <= b.starts_at) {
         return Err(invalid("ends_at must be after starts_at"));

@@ -12,7 +12,7 @@ use chrono::{DateTime, DurationRound, TimeDelta, Utc};
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
-use crate::period::period_start;
+use crate::period::Calendar;
 
 /// What a customer may still use of a meter this period.
 #[derive(Clone, Debug, PartialEq)]
@@ -85,12 +85,10 @@ impl UsageApi {
             .as_ref()
             .and_then(|d| Decimal::from_str(d.as_str()).ok())
             .unwrap_or_default();
-        let period = period_start(
-            plan.billing_period,
-            sub.starts_at,
-            sub.billing_anchor_day,
-            now,
-        );
+        let Some(period) = Calendar::of(sub, plan).period_of(now) else {
+            return Ok(None);
+        };
+        let period = period.start;
         let used: Decimal = store
             .running_totals_of(tenant, sub.id)
             .await?

@@ -87,6 +87,8 @@ pub enum SubscriptionsCommand {
         start: String,
         #[arg(long)]
         end: Option<String>,
+        /// Day of the month periods start on, 1–31 (shorter months use their
+        /// last day); default: the plan's billingAnchorDay, else the start.
         #[arg(long)]
         anchor_day: Option<u8>,
         #[command(flatten)]

@@ -269,6 +269,14 @@ fn rate_plan(
             format!("{:?} is not a known ISO 4217 currency", spec.currency),
         );
     }
+    if let Some(day) = spec.billing_anchor_day
+        && !(1..=31).contains(&day)
+    {
+        report.error(
+            "spec.billingAnchorDay",
+            format!("{day} is not a day of the month (1–31)"),
+        );
+    }
     report.time("spec.effectiveFrom", &spec.effective_from);
     for (i, fee) in spec.recurring_fees.iter().enumerate() {
         report.decimal(&format!("spec.recurringFees[{i}].amount"), &fee.amount);

@@ -213,6 +213,38 @@ async fn tiers_out_of_order_are_rejected_with_the_rules_message() {
 }
 
 #[tokio::test]
+async fn an_anchor_day_up_to_the_31st_is_admitted_and_the_32nd_is_not() {
+    let (control_plane, namespace) = ControlPlane::shared_with(&chart_crds(), "anchor-day").await;
+    let plans = Api::<RatePlan>::namespaced(control_plane.client().expect("a client"), &namespace);
+    let plan = |name: &str, day: u32| -> RatePlan {
+        typed(
+            name,
+            &namespace,
+            json!({
+                "productRef": "p", "currency": "EUR", "billingPeriod": "MONTHLY",
+                "billingAnchorDay": day, "effectiveFrom": "2026-01-01T00:00:00Z",
+                "charges": [{"meter": "m", "perUnit": {"unitPrice": "1"}}]
+            }),
+        )
+    };
+    let admitted = plans
+        .create(&PostParams::default(), &plan("month-end", 31))
+        .await
+        .expect("the 31st is an anchor day");
+    assert_eq!(admitted.spec.billing_anchor_day, Some(31));
+    let status = invalid(
+        plans
+            .create(&PostParams::default(), &plan("no-such-day", 32))
+            .await,
+    );
+    assert!(
+        status.message.contains("spec.billingAnchorDay"),
+        "{}",
+        status.message
+    );
+}
+
+#[tokio::test]
 async fn a_pipeline_role_with_both_replicas_and_autoscaling_is_rejected() {
     let (control_plane, namespace) = ControlPlane::shared_with(&chart_crds(), "role-rule").await;
     let pipelines =

@@ -130,6 +130,26 @@ fn references_must_resolve() {
 }
 
 #[test]
+fn an_anchor_day_is_a_day_of_the_month() {
+    for day in [0, 32] {
+        assert_error(
+            &edited("RatePlan", "translation-pro", |v| {
+                v["spec"]["billingAnchorDay"] = json!(day)
+            }),
+            &format!(
+                "RatePlan/translation-pro: spec.billingAnchorDay: {day} is not a day of the month (1–31)"
+            ),
+        );
+    }
+    for day in [1, 29, 31] {
+        let errors = errors_of(&edited("RatePlan", "translation-pro", |v| {
+            v["spec"]["billingAnchorDay"] = json!(day)
+        }));
+        assert!(errors.is_empty(), "day {day}: {errors:#?}");
+    }
+}
+
+#[test]
 fn currencies_must_be_known() {
     assert_error(
         &edited("RatePlan", "translation-pro", |v| {

@@ -10,7 +10,6 @@ use rust_decimal::Decimal;
 
 use super::rollover::cap;
 use super::{Draft, Inputs, RolloverBucket, decimal};
-use crate::period::step;
 
 pub fn run(draft: &mut Draft, inputs: &Inputs) -> Result<(), String> {
     for agg in &mut draft.aggregated {
@@ -61,7 +60,9 @@ pub fn run(draft: &mut Draft, inputs: &Inputs) -> Result<(), String> {
             let expires = policy
                 .expires_after_periods
                 .map(|n| {
-                    step(inputs.plan.billing_period, inputs.period.start, n + 1)
+                    inputs
+                        .calendar
+                        .periods_after(inputs.period.start, n + 1)
                         .ok_or_else(|| "rollover expiry is out of range".to_owned())
                 })
                 .transpose()?;

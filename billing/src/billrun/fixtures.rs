@@ -158,6 +158,7 @@ pub fn inputs_with(plan: RatePlanSpec, items: Vec<UsageItem>) -> Inputs {
         customer: "acme".into(),
         tax_region: None,
         period: period(3),
+        calendar: Calendar::new(plan.billing_period, month_start(1), Some(1)),
         cutoff: month_start(4),
         rate_plan: "standard".into(),
         plan,

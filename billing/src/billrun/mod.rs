@@ -56,6 +56,7 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::period::Calendar;
 use crate::pricing::RatingFunction;
 
 pub use discount::DiscountTerm;
@@ -130,6 +131,9 @@ pub struct Inputs {
     pub customer: String,
     pub tax_region: Option<String>,
     pub period: Period,
+    /// The subscription's periods under the plan (rolled-over units expire
+    /// a number of them later).
+    pub calendar: Calendar,
     /// Events stored after this instant are not in this invoice.
     pub cutoff: DateTime<Utc>,
     /// The plan in force at the period's start.

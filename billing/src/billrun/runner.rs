@@ -29,7 +29,7 @@ use super::{
     Aggregated, DiscountTerm, Inputs, Invoice, LatePeriod, LineKey, LineKind, Period,
     RoutingConfig, TaxTable, UsageItem, bill_with_aggregates,
 };
-use crate::period::{period_start, step};
+use crate::period::Calendar;
 use crate::resolve::{CatalogAt, EventView, TenantContext, resolve_view};
 
 /// How a bill run is set up.
@@ -265,12 +265,10 @@ fn periods(
             catalog.version
         )
     })?;
-    let mut start = period_start(
-        plan.billing_period,
-        sub.starts_at,
-        sub.billing_anchor_day,
-        sub.starts_at,
-    );
+    let mut start = Calendar::of(sub, plan)
+        .period_of(sub.starts_at)
+        .ok_or("the subscription's start is out of range")?
+        .start;
     loop {
         if sub.ends_at.is_some_and(|e| e <= start) {
             break;
@@ -310,7 +308,12 @@ pub fn period_from(
             catalog.version
         )
     })?;
-    let end = step(plan.billing_period, start, 1).ok_or("the period's end is out of range")?;
+    // `start` is a boundary of the subscription's calendar; under a plan
+    // with another period length the next boundary is that plan's.
+    let end = Calendar::of(sub, plan)
+        .period_of(start)
+        .ok_or("the period's end is out of range")?
+        .end;
     Ok(Some((
         Period { start, end },
         plan_name.to_owned(),
@@ -505,6 +508,7 @@ impl RunContext {
             customer: sub.customer.clone(),
             tax_region: self.tax_regions.get(&sub.customer).cloned().flatten(),
             period,
+            calendar: Calendar::of(sub, &plan),
             cutoff,
             rate_plan: plan_name.to_owned(),
             plan,

@@ -219,9 +219,11 @@ pub struct RatePlanSpec {
     #[schemars(regex(pattern = r"^[A-Z]{3}$"))]
     pub currency: String,
     pub billing_period: BillingPeriod,
-    /// Day of the month periods start on (1–28); default: the subscription's start.
+    /// Day of the month periods start on (1–31; months shorter than it start
+    /// their period on their last day), for subscriptions that set none;
+    /// default: the subscription's start.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1, max = 28))]
+    #[schemars(range(min = 1, max = 31))]
     pub billing_anchor_day: Option<u8>,
     /// RFC 3339 time from which this plan prices events.
     #[schemars(length(min = 1, max = 64))]
