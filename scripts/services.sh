@@ -2,7 +2,7 @@
 # Installs (from Debian's packages) and starts the services aforo's tests and
 # benchmarks need, on loopback, and prints their URLs as shell exports.
 #
-#   eval "$(scripts/services.sh)"      # PostgreSQL 15, Redis, grpcurl
+#   eval "$(scripts/services.sh)"      # PostgreSQL 15, Redis, grpcurl, faketime
 #   scripts/services.sh stop
 #
 # Starting also drops test databases older than an hour.
@@ -38,6 +38,9 @@ ensure_packages() {
   local missing=()
   [ -x "$PG_BIN/postgres" ] || missing+=(postgresql-15 postgresql-client-15)
   command -v redis-server >/dev/null || missing+=(redis-server)
+  # libfaketime, for the end-to-end tests on the calendar's hard days
+  # (scripts/hard-days.sh).
+  command -v faketime >/dev/null || missing+=(faketime)
   if [ ${#missing[@]} -gt 0 ]; then apt_install "${missing[@]}"; fi
   # The Debian package starts its own cluster and server on the default
   # ports; ours run beside them on their own ports, so leave those be.

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: installs and starts what the
-# tests need (PostgreSQL 15 and Redis from Debian's packages, grpcurl from
-# its Go module, the webhook providers' signing libraries from PyPI and
-# npm) and builds kube-apiserver, etcd and helm from their Go modules, then
-# runs rustfmt, clippy and every test against both stores (SQLite and
-# PostgreSQL) and a real Kubernetes control plane.
+# tests need (PostgreSQL 15, Redis and libfaketime from Debian's packages,
+# grpcurl from its Go module, the webhook providers' signing libraries from
+# PyPI and npm) and builds kube-apiserver, etcd and helm from their Go
+# modules, then runs rustfmt, clippy and every test against both stores
+# (SQLite and PostgreSQL) and a real Kubernetes control plane, and last the
+# calendar's end-to-end tests again on its hard days (scripts/hard-days.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,3 +30,5 @@ echo "== clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== tests (SQLite and PostgreSQL)"
 cargo test --workspace --locked
+echo "== the calendar's end-to-end tests on its hard days (libfaketime)"
+scripts/hard-days.sh

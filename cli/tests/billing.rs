@@ -5,6 +5,12 @@
 //! stays byte for byte; replay reproduces the stored invoice; the audit
 //! export verifies until a stored event is altered; the invoice webhook is
 //! signed and the exports are written.
+//!
+//! Dates: two closed months, counted back from the month the test starts in
+//! ([`Months`]): the one before last ("A", `start(2)`) and last month ("B",
+//! `start(1)`). Invoices are looked up by period, never by position, since a
+//! run that starts in a month's last seconds also finds this month closed by
+//! its end.
 
 mod common;
 
@@ -15,8 +21,8 @@ use aforo_billing::pricing::rounding::round_line;
 use aforo_billing::pricing::{ChargeRating, RatingFunction};
 use aforo_crds::catalog::{Resource, yaml_documents};
 use base64::Engine;
-use chrono::{DateTime, TimeZone, Utc};
-use common::{Backend, Server, examples};
+use chrono::{DateTime, Utc};
+use common::{Backend, Months, Server, api_time, examples, examples_with, rfc3339, set_first};
 use hmac::Mac;
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
@@ -43,10 +49,6 @@ fn dec(v: &Value) -> Decimal {
         .unwrap_or_else(|| panic!("{v} is not a decimal string"))
         .parse()
         .unwrap()
-}
-
-fn at(month: u32, day: u32, hour: u32) -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, month, day, hour, 0, 0).unwrap()
 }
 
 /// Deliveries the invoice webhook receiver got: (headers, body).
@@ -93,14 +95,20 @@ async fn ok(server: &Server, args: &[&str]) -> String {
     out
 }
 
-/// Translation events: deterministic sizes.
-fn events(prefix: &str, customer: &str, n: usize, month: u32) -> Vec<(Value, Decimal)> {
+/// Translation events in the month `back` months ago: deterministic sizes.
+fn events(
+    months: &Months,
+    prefix: &str,
+    customer: &str,
+    n: usize,
+    back: i32,
+) -> Vec<(Value, Decimal)> {
     (0..n)
         .map(|i| {
             let chars = (i * 7919 % 9000 + 500) as i64;
             let e = json!({"id": format!("{prefix}-{i}"), "source": "e2e", "type": "translation.characters",
                            "customer": customer,
-                           "time": at(month, 1 + (i as u32 % 28), (i % 24) as u32).to_rfc3339(),
+                           "time": months.at(back, 1 + (i as u32 % 28), (i % 24) as u32).to_rfc3339(),
                            "properties": {"characters": chars, "lang": "de"}});
             (e, Decimal::from(chars))
         })
@@ -138,13 +146,14 @@ async fn enriched(server: &Server, customer: &str, events: i64) {
     }
 }
 
-/// The revenue the RevenueEstimator recorded for a customer's events in a month.
-async fn estimated(server: &Server, customer: &str, month: u32) -> Decimal {
+/// The revenue the RevenueEstimator recorded for a customer's events in
+/// the month `back` months ago.
+async fn estimated(server: &Server, customer: &str, months: &Months, back: i32) -> Decimal {
     let (_, answer) = server
         .get(&format!(
             "/v1/revenue?customer={customer}&from={}&to={}",
-            at(month, 1, 0).to_rfc3339().replace('+', "%2B"),
-            at(month + 1, 1, 0).to_rfc3339().replace('+', "%2B")
+            rfc3339(months.start(back)),
+            rfc3339(months.start(back - 1))
         ))
         .await;
     answer["rows"]
@@ -202,6 +211,9 @@ async fn bill_run_end_to_end(backend: Backend) {
     )
     .unwrap();
     let exports = dir.path().join("exports");
+    let months = Months::now();
+    let (a, b) = (months.start(2), months.start(1));
+    let mid_b = rfc3339(months.at(1, 15, 0));
     let (hook, received) = webhook_receiver().await;
     let server = Server::start_with(
         backend,
@@ -238,29 +250,29 @@ async fn bill_run_end_to_end(backend: Backend) {
                 "--plan",
                 "translation-pro",
                 "--start",
-                "2026-09-01T00:00:00Z",
+                &rfc3339(a),
                 "--anchor-day",
                 "1",
             ],
         )
         .await;
     }
-    let september = events("sep", "acme", 50, 9);
-    let october = events("oct", "acme", 40, 10);
+    let september = events(&months, "sep", "acme", 50, 2);
+    let october = events(&months, "oct", "acme", 40, 1);
     send(&server, &september).await;
     send(&server, &october).await;
-    send(&server, &events("g", "globex", 10, 9)).await;
+    send(&server, &events(&months, "g", "globex", 10, 2)).await;
     enriched(&server, "acme", 90).await;
     enriched(&server, "globex", 10).await;
 
-    // Bill September only. globex has no tax region and the configuration
+    // Bill A ("September") only. globex has no tax region and the configuration
     // no fallback: it fails at TAX, alone.
     let (success, out, err) = server
         .cli(&[
             "bill",
             "run",
             "--as-of",
-            "2026-10-15T00:00:00Z",
+            &mid_b,
             "--cutoff",
             "now",
             "--http",
@@ -282,7 +294,7 @@ async fn bill_run_end_to_end(backend: Backend) {
 
     let sep = invoice(&server, "INV-000001").await;
     assert_eq!(sep["customer"], "acme");
-    assert_eq!(sep["period_start"], "2026-09-01T00:00:00.000000Z");
+    assert_eq!(sep["period_start"], api_time(a));
     assert_eq!(sep["currency"], "EUR");
     let usage = lines_of(&sep, "USAGE");
     assert_eq!(usage.len(), 1);
@@ -292,7 +304,7 @@ async fn bill_run_end_to_end(backend: Backend) {
     let unrounded = dec(&usage[0]["amount_unrounded"]);
     assert_eq!(unrounded, translation_pro().price(total));
     // The per-event revenue estimates add up to the line before rounding.
-    assert_eq!(estimated(&server, "acme", 9).await, unrounded);
+    assert_eq!(estimated(&server, "acme", &months, 2).await, unrounded);
     assert_eq!(
         dec(&usage[0]["amount"]),
         round_line(unrounded, "EUR").unwrap()
@@ -331,7 +343,7 @@ async fn bill_run_end_to_end(backend: Backend) {
             "bill",
             "run",
             "--as-of",
-            "2026-10-15T00:00:00Z",
+            &mid_b,
             "--cutoff",
             "now",
             "--http",
@@ -365,7 +377,7 @@ async fn bill_run_end_to_end(backend: Backend) {
             "bill",
             "run",
             "--as-of",
-            "2026-10-15T00:00:00Z",
+            &mid_b,
             "--cutoff",
             "now",
             "--subscription",
@@ -377,18 +389,14 @@ async fn bill_run_end_to_end(backend: Backend) {
 
     // Replay reproduces both September invoices exactly, and their usage
     // lines equal the sum of their events' revenue estimates.
-    let out = ok(
-        &server,
-        &["bill", "replay", "--period", "2026-09-01T00:00:00Z"],
-    )
-    .await;
+    let out = ok(&server, &["bill", "replay", "--period", &rfc3339(a)]).await;
     assert!(out.contains("INV-000001\treproduced exactly"), "{out}");
     assert!(out.contains("INV-000002\treproduced exactly"), "{out}");
     let replay = server
         .http_client()
         .post(format!("{}/v1/bill-runs/replay", server.http))
         .bearer_auth(&server.key)
-        .json(&json!({"period_start": "2026-09-01T00:00:00Z"}))
+        .json(&json!({"period_start": rfc3339(a)}))
         .send()
         .await
         .unwrap()
@@ -433,22 +441,33 @@ async fn bill_run_end_to_end(backend: Backend) {
     let before = invoice(&server, "INV-000001").await["document"].clone();
     let late = vec![(
         json!({"id": "sep-late", "source": "e2e", "type": "translation.characters",
-               "customer": "acme", "time": at(9, 20, 12).to_rfc3339(),
+               "customer": "acme", "time": months.at(2, 20, 12).to_rfc3339(),
                "properties": {"characters": 20000, "lang": "de"}}),
         Decimal::from(20000),
     )];
     send(&server, &late).await;
     enriched(&server, "acme", 91).await;
     let out = ok(&server, &["bill", "run", "--cutoff", "now"]).await;
-    assert!(out.contains("\tacme\t2026-10-01"), "{out}");
+    assert!(
+        out.contains(&format!("\tacme\t{}", b.format("%Y-%m-%d"))),
+        "{out}"
+    );
     let (_, list) = server.get("/v1/invoices?customer=acme").await;
-    let october_number = list["invoices"][1]["number"].as_str().unwrap().to_owned();
+    let october_number = list["invoices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["period_start"] == api_time(b))
+        .unwrap_or_else(|| panic!("an invoice for {b}: {list}"))["number"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let oct = invoice(&server, &october_number).await;
-    assert_eq!(oct["period_start"], "2026-10-01T00:00:00.000000Z");
+    assert_eq!(oct["period_start"], api_time(b));
     let adjustments = lines_of(&oct, "ADJUSTMENT");
     assert_eq!(adjustments.len(), 1, "{oct}");
     let adj = adjustments[0];
-    assert_eq!(adj["period"]["start"], "2026-09-01T00:00:00Z");
+    assert_eq!(adj["period"]["start"], rfc3339(a));
     assert_eq!(adj["event_count"], 1);
     assert_eq!(dec(&adj["quantity"]), Decimal::from(20000));
     let f = translation_pro();
@@ -550,7 +569,7 @@ async fn bill_run_end_to_end(backend: Backend) {
             "bill",
             "replay",
             "--period",
-            "2026-10-01T00:00:00Z",
+            &rfc3339(b),
             "--http",
             &server.http,
         ])
@@ -578,7 +597,15 @@ async fn invoices_are_served_over_grpc() {
         &["--bill-every-secs", "0", "--max-age", "400d"],
     )
     .await;
-    ok(&server, &["apply", "-f", examples().to_str().unwrap()]).await;
+    let months = Months::now();
+    // The example's launch discount, valid around the billed month whatever
+    // the day the test runs.
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = examples_with(dir.path(), |plans| {
+        let from = set_first(&plans, "validFrom", &rfc3339(months.start(3)));
+        set_first(&from, "validUntil", &rfc3339(months.start(-1)))
+    });
+    ok(&server, &["apply", "-f", catalog.to_str().unwrap()]).await;
     ok(
         &server,
         &["customers", "create", "--id", "acme", "--name", "acme"],
@@ -594,7 +621,7 @@ async fn invoices_are_served_over_grpc() {
             "--plan",
             "ai-agents-usage",
             "--start",
-            "2026-09-01T00:00:00Z",
+            &rfc3339(months.start(2)),
             "--anchor-day",
             "1",
         ],
@@ -622,7 +649,7 @@ async fn invoices_are_served_over_grpc() {
         .run_bill(common::authed(
             &server.key,
             pb::RunBillRequest {
-                as_of: Some(ts(at(10, 2, 0))),
+                as_of: Some(ts(months.at(1, 2, 0))),
                 cutoff: Some(ts(Utc::now())),
                 ..Default::default()
             },
@@ -661,4 +688,85 @@ async fn invoices_are_served_over_grpc() {
         .await
         .unwrap_err();
     assert_eq!(missing.code(), tonic::Code::NotFound);
+}
+
+/// Day `day` of the month starting at `first`, or the month's last day
+/// when it is shorter: where a period anchored on `day` starts.
+fn anchored(first: DateTime<Utc>, day: i64) -> DateTime<Utc> {
+    let next = first.checked_add_months(chrono::Months::new(1)).unwrap();
+    let length = (next - first).num_days();
+    first + chrono::Duration::days(day.min(length) - 1)
+}
+
+#[tokio::test]
+async fn a_plan_anchored_on_the_31st_starts_short_months_periods_on_their_last_day() {
+    let server = Server::start_with(Backend::Sqlite, &["--bill-every-secs", "0"]).await;
+    let months = Months::now();
+    // The plan declares the anchor; the subscription sets none of its own.
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = examples_with(dir.path(), |plans| {
+        plans.replacen(
+            "billingPeriod: MONTHLY\n",
+            "billingPeriod: MONTHLY\n  billingAnchorDay: 31\n",
+            1,
+        )
+    });
+    ok(&server, &["apply", "-f", catalog.to_str().unwrap()]).await;
+    ok(
+        &server,
+        &["customers", "create", "--id", "acme", "--name", "acme"],
+    )
+    .await;
+    ok(
+        &server,
+        &[
+            "subscriptions",
+            "create",
+            "--customer",
+            "acme",
+            "--plan",
+            "translation-pro",
+            "--start",
+            &rfc3339(months.start(4)),
+        ],
+    )
+    .await;
+    // Every period that ended by the first of this month: the one the
+    // subscription started in (from the 31st, or last day, of the month
+    // before) up to the one ending on last month's.
+    let out = ok(
+        &server,
+        &[
+            "bill",
+            "run",
+            "--as-of",
+            &rfc3339(months.start(0)),
+            "--cutoff",
+            "now",
+        ],
+    )
+    .await;
+    let (_, list) = server.get("/v1/invoices?customer=acme").await;
+    let mut periods: Vec<(String, String)> = list["invoices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| {
+            (
+                i["period_start"].as_str().unwrap().to_owned(),
+                i["period_end"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    periods.sort();
+    let expected: Vec<(String, String)> = (1..=4)
+        .rev()
+        .map(|back| {
+            (
+                api_time(anchored(months.start(back + 1), 31)),
+                api_time(anchored(months.start(back), 31)),
+            )
+        })
+        .collect();
+    assert_eq!(periods, expected, "{out}");
 }

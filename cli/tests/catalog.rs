@@ -1,6 +1,9 @@
 //! The catalog end to end: `aforo apply` against a real standalone server,
 //! versions, all-or-nothing errors, the manifests folder, customers and
 //! subscriptions, and the schema gate reading the meters.
+//!
+//! Dates: price changes take effect next month and subscriptions start last
+//! month ([`Months`]), whatever the day the test runs.
 
 mod common;
 
@@ -8,7 +11,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use common::{Backend, Server, examples, examples_with};
+use common::{Backend, Months, Server, api_time, examples, examples_with, rfc3339, set_first};
 use serde_json::{Value, json};
 
 async fn apply(server: &Server, path: &Path) -> (bool, String, String) {
@@ -34,20 +37,23 @@ async fn catalog_on(backend: Backend) {
         "applying again wrote nothing"
     );
 
-    // One price changes, from December on.
+    // One price changes, from next month on.
+    let next_month = Months::now().start(-1);
     let dir = tempfile::tempdir().unwrap();
     let changed = examples_with(dir.path(), |text| {
-        text.replacen("unitPrice: \"0.00002\"", "unitPrice: \"0.000018\"", 1)
-            .replacen(
-                "effectiveFrom: \"2026-01-01T00:00:00Z\"",
-                "effectiveFrom: \"2026-12-01T00:00:00Z\"",
-                1,
-            )
+        let cheaper = text.replacen("unitPrice: \"0.00002\"", "unitPrice: \"0.000018\"", 1);
+        set_first(&cheaper, "effectiveFrom", &rfc3339(next_month))
     });
     let (ok, out, err) = apply(&server, &changed).await;
     assert!(ok, "{out}{err}");
     assert!(out.contains("catalog version 2 created"), "{out}");
-    assert!(out.contains("effective from 2026-12-01T00:00:00"), "{out}");
+    assert!(
+        out.contains(&format!(
+            "effective from {}",
+            next_month.format("%Y-%m-%dT%H:%M:%S")
+        )),
+        "{out}"
+    );
 
     let price = |v: &Value| {
         v["snapshot"]["ratePlans"]["translation-pro"]["charges"][0]["graduated"][0]["unitPrice"]
@@ -57,7 +63,7 @@ async fn catalog_on(backend: Backend) {
     let (_, v2) = server.get("/v1/catalog/versions/2").await;
     assert_eq!(price(&v1), "0.00002");
     assert_eq!(price(&v2), "0.000018");
-    assert_eq!(v2["effective_from"], "2026-12-01T00:00:00.000000Z");
+    assert_eq!(v2["effective_from"], api_time(next_month));
     assert_ne!(v1["content_hash"], v2["content_hash"]);
     let (_, latest) = server.get("/v1/catalog").await;
     assert_eq!(latest["version"], 2);
@@ -173,14 +179,12 @@ async fn the_manifests_folder_is_applied_at_start_and_on_change() {
     assert_eq!(v["version"], 1, "applied at start: {v}");
 
     let plans = folder.join("rate-plans.yaml");
-    let text = std::fs::read_to_string(&plans)
-        .unwrap()
-        .replacen("amount: \"49.00\"", "amount: \"59.00\"", 1)
-        .replacen(
-            "effectiveFrom: \"2026-01-01T00:00:00Z\"",
-            "effectiveFrom: \"2027-01-01T00:00:00Z\"",
-            1,
-        );
+    let text = std::fs::read_to_string(&plans).unwrap().replacen(
+        "amount: \"49.00\"",
+        "amount: \"59.00\"",
+        1,
+    );
+    let text = set_first(&text, "effectiveFrom", &rfc3339(Months::now().start(-1)));
     std::fs::write(&plans, text).unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -239,6 +243,12 @@ async fn meters_gate_their_events_and_unmetered_events_are_flagged() {
 #[tokio::test]
 async fn customers_and_subscriptions_through_cli_csv_and_api() {
     let server = Server::start(Backend::Postgres).await;
+    let months = Months::now();
+    let (start, change, before_change) = (
+        rfc3339(months.start(1)),
+        months.at(1, 15, 0),
+        rfc3339(months.at(1, 10, 0)),
+    );
     let http = server.http.clone();
     let (ok, _, err) = apply(&server, &examples()).await;
     assert!(ok, "{err}");
@@ -290,7 +300,7 @@ async fn customers_and_subscriptions_through_cli_csv_and_api() {
             "--plan",
             "no-such-plan",
             "--start",
-            "2026-11-01T00:00:00Z",
+            &start,
             "--http",
             &http,
         ])
@@ -306,7 +316,7 @@ async fn customers_and_subscriptions_through_cli_csv_and_api() {
             "--plan",
             "translation-pro",
             "--start",
-            "2026-11-01T00:00:00Z",
+            &start,
             "--anchor-day",
             "1",
             "--http",
@@ -325,7 +335,7 @@ async fn customers_and_subscriptions_through_cli_csv_and_api() {
             "--plan",
             "ai-agents-usage",
             "--at",
-            "2026-11-15T00:00:00Z",
+            &rfc3339(change),
             "--http",
             &http,
         ])
@@ -335,7 +345,7 @@ async fn customers_and_subscriptions_through_cli_csv_and_api() {
     let phases = changed["phases"].as_array().unwrap();
     assert_eq!(phases.len(), 2);
     assert_eq!(phases[0]["rate_plan"], "translation-pro");
-    assert_eq!(phases[0]["ends_at"], "2026-11-15T00:00:00.000000Z");
+    assert_eq!(phases[0]["ends_at"], api_time(change));
     assert_eq!(phases[1]["rate_plan"], "ai-agents-usage");
 
     let (ok, _, err) = server
@@ -346,7 +356,7 @@ async fn customers_and_subscriptions_through_cli_csv_and_api() {
             "--plan",
             "translation-pro",
             "--at",
-            "2026-11-10T00:00:00Z",
+            &before_change,
             "--http",
             &http,
         ])
@@ -384,6 +394,7 @@ async fn customers_and_subscriptions_speak_grpc_too() {
         .unwrap();
     let mut client = pb::customer_service_client::CustomerServiceClient::new(channel);
     let key = server.key.clone();
+    let last_month = Months::now().start(1).timestamp();
     let ts = |s: i64| {
         Some(prost_types::Timestamp {
             seconds: s,
@@ -425,7 +436,7 @@ async fn customers_and_subscriptions_speak_grpc_too() {
             pb::CreateSubscriptionRequest {
                 customer: "acme".into(),
                 rate_plan: "gold".into(),
-                starts_at: ts(1_793_491_200),
+                starts_at: ts(last_month),
                 ..Default::default()
             },
         ))
@@ -438,7 +449,7 @@ async fn customers_and_subscriptions_speak_grpc_too() {
             pb::CreateSubscriptionRequest {
                 customer: "acme".into(),
                 rate_plan: "translation-pro".into(),
-                starts_at: ts(1_793_491_200),
+                starts_at: ts(last_month),
                 ..Default::default()
             },
         ))
@@ -451,7 +462,7 @@ async fn customers_and_subscriptions_speak_grpc_too() {
             pb::ChangePlanRequest {
                 subscription_id: sub.id.clone(),
                 rate_plan: "ai-agents-usage".into(),
-                effective_at: ts(1_793_491_200 + 86_400),
+                effective_at: ts(last_month + 86_400),
             },
         ))
         .await

@@ -1,5 +1,12 @@
 //! Enrichment end to end: events in, exact revenue out, on a real standalone
 //! server (and on PostgreSQL with two separate `aforo enrich` processes).
+//!
+//! Dates: subscriptions start on the first of last month ([`Months`]), and
+//! events fall in last month, except where a test is about this period
+//! (entitlements, the hourly series): those events fall between the first
+//! instant of this month and now, and the test checks the period the server
+//! answers for, since a run that starts in a month's last seconds ends in
+//! the next one.
 
 mod common;
 
@@ -8,8 +15,8 @@ use std::time::{Duration, Instant};
 
 use aforo_billing::pricing::{ChargeRating, RatingFunction};
 use aforo_crds::catalog::{Resource, yaml_documents};
-use chrono::{DateTime, TimeZone, Utc};
-use common::{Backend, Server, examples, examples_with};
+use chrono::{DateTime, Utc};
+use common::{Backend, Months, Server, api_time, examples, examples_with, rfc3339, set_first};
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 
@@ -31,16 +38,17 @@ fn example_plans() -> String {
     std::fs::read_to_string(examples().join("rate-plans.yaml")).unwrap()
 }
 
-async fn setup(server: &Server, customer: &str) {
+async fn setup(server: &Server, customer: &str, months: &Months) {
     let http = server.http.clone();
     let (ok, _, err) = server
         .cli(&["apply", "-f", examples().to_str().unwrap(), "--http", &http])
         .await;
     assert!(ok, "{err}");
-    subscribe(server, customer).await;
+    subscribe(server, customer, months).await;
 }
 
-async fn subscribe(server: &Server, customer: &str) {
+/// A translation-pro subscription from the first of last month.
+async fn subscribe(server: &Server, customer: &str, months: &Months) {
     let http = server.http.clone();
     let (ok, _, err) = server
         .cli(&[
@@ -66,7 +74,7 @@ async fn subscribe(server: &Server, customer: &str) {
             "--plan",
             "translation-pro",
             "--start",
-            "2026-11-01T00:00:00Z",
+            &rfc3339(months.start(1)),
             "--anchor-day",
             "1",
             "--http",
@@ -76,12 +84,18 @@ async fn subscribe(server: &Server, customer: &str) {
     assert!(ok, "{err}");
 }
 
-fn at(day: u32, hour: u32) -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 11, day, hour, 0, 0).unwrap()
+fn translation(prefix: &str, i: usize, customer: &str, time: DateTime<Utc>) -> (Value, Decimal) {
+    let chars = (i * 7919 % 9000 + 500) as i64;
+    let e = json!({"id": format!("{prefix}-{i}"), "source": "e2e", "type": "translation.characters",
+                   "customer": customer, "time": time.to_rfc3339(),
+                   "properties": {"characters": chars, "lang": "de"}});
+    (e, Decimal::from(chars))
 }
 
-/// Translation events for `customer`: deterministic sizes, times in November.
+/// Translation events for `customer`: deterministic sizes, times on `days`
+/// of last month.
 fn events(
+    months: &Months,
     prefix: &str,
     customer: &str,
     n: usize,
@@ -89,14 +103,42 @@ fn events(
 ) -> Vec<(Value, Decimal)> {
     (0..n)
         .map(|i| {
-            let chars = (i * 7919 % 9000 + 500) as i64;
             let day = days.start + (i as u32 % (days.end - days.start));
-            let e = json!({"id": format!("{prefix}-{i}"), "source": "e2e", "type": "translation.characters",
-                           "customer": customer, "time": at(day, (i % 24) as u32).to_rfc3339(),
-                           "properties": {"characters": chars, "lang": "de"}});
-            (e, Decimal::from(chars))
+            translation(prefix, i, customer, months.at(1, day, (i % 24) as u32))
         })
         .collect()
+}
+
+/// Translation events of this period so far, within the last `hours`.
+fn recent_events(
+    months: &Months,
+    prefix: &str,
+    customer: &str,
+    n: usize,
+    hours: i64,
+) -> Vec<(Value, Decimal)> {
+    months
+        .recent(n, chrono::Duration::hours(hours))
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| translation(prefix, i, customer, t))
+        .collect()
+}
+
+/// The usage the server counts for this period: `expected` when it answers
+/// for the period the test's "recent" events fell in, nothing when the
+/// month turned while the test ran (the next period has no usage yet).
+fn this_period(months: &Months, period_start: &str, expected: Decimal) -> Decimal {
+    if period_start == api_time(months.start(0)) {
+        expected
+    } else {
+        assert_eq!(
+            period_start,
+            api_time(months.start(-1)),
+            "the entitlement is for this period or, past midnight, the next"
+        );
+        Decimal::ZERO
+    }
 }
 
 async fn send(server: &Server, batch: &[(Value, Decimal)]) {
@@ -135,8 +177,9 @@ fn decimal(v: &Value) -> Decimal {
 
 async fn revenue_telescopes(backend: Backend) {
     let server = Server::start(backend).await;
-    setup(&server, "acme").await;
-    let batch = events("t", "acme", 300, 2..28);
+    let months = Months::now();
+    setup(&server, "acme", &months).await;
+    let batch = events(&months, "t", "acme", 300, 2..28);
     send(&server, &batch).await;
     let rows = revenue_when_enriched(&server, "acme", 300).await;
     assert_eq!(rows.len(), 1);
@@ -177,17 +220,14 @@ async fn per_event_revenue_adds_up_to_the_price_of_the_total_on_postgres() {
 #[tokio::test]
 async fn a_price_change_prices_each_event_by_its_own_time() {
     let server = Server::start(Backend::Sqlite).await;
-    setup(&server, "acme").await;
-    // Version 2: translation gets cheaper from November 20 on.
+    let months = Months::now();
+    setup(&server, "acme", &months).await;
+    // Version 2: translation gets cheaper from the 20th of last month on.
     let dir = tempfile::tempdir().unwrap();
+    let cheaper_from = months.at(1, 20, 0);
     let edit = |plans: String| {
-        plans
-            .replacen("unitPrice: \"0.00002\"", "unitPrice: \"0.00001\"", 1)
-            .replacen(
-                "effectiveFrom: \"2026-01-01T00:00:00Z\"",
-                "effectiveFrom: \"2026-11-20T00:00:00Z\"",
-                1,
-            )
+        let cheaper = plans.replacen("unitPrice: \"0.00002\"", "unitPrice: \"0.00001\"", 1);
+        set_first(&cheaper, "effectiveFrom", &rfc3339(cheaper_from))
     };
     let v2_plans = edit(example_plans());
     let v2 = examples_with(dir.path(), edit);
@@ -198,8 +238,8 @@ async fn a_price_change_prices_each_event_by_its_own_time() {
     assert!(ok && out.contains("version 2 created"), "{out}{err}");
 
     // Later events first: arrival order must not matter.
-    let after = events("after", "acme", 40, 20..28);
-    let before = events("before", "acme", 40, 2..19);
+    let after = events(&months, "after", "acme", 40, 20..28);
+    let before = events(&months, "before", "acme", 40, 2..19);
     send(&server, &after).await;
     send(&server, &before).await;
     revenue_when_enriched(&server, "acme", 80).await;
@@ -215,7 +255,7 @@ async fn a_price_change_prices_each_event_by_its_own_time() {
         let (_, lines) = server.get(&format!("/v1/events/{id}/revenue")).await;
         let line = &lines["lines"][0];
         let time: DateTime<Utc> = e["time"].as_str().unwrap().parse().unwrap();
-        let expected_version = if time >= at(20, 0) { 2 } else { 1 };
+        let expected_version = if time >= cheaper_from { 2 } else { 1 };
         assert_eq!(line["catalog_version"], expected_version, "{e}");
         if expected_version == 2 {
             revenue_after += decimal(&line["revenue"]);
@@ -231,8 +271,9 @@ async fn a_price_change_prices_each_event_by_its_own_time() {
 #[tokio::test]
 async fn unattributed_events_are_enriched_once_their_customer_subscribes() {
     let server = Server::start(Backend::Sqlite).await;
-    setup(&server, "acme").await;
-    let early = events("early", "newco", 5, 3..6);
+    let months = Months::now();
+    setup(&server, "acme", &months).await;
+    let early = events(&months, "early", "newco", 5, 3..6);
     send(&server, &early).await;
     // They are taken from the queue and wait, unattributed.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -255,7 +296,7 @@ async fn unattributed_events_are_enriched_once_their_customer_subscribes() {
     }
     let (_, answer) = server.get("/v1/revenue?customer=newco").await;
     assert!(answer["rows"].as_array().unwrap().is_empty());
-    subscribe(&server, "newco").await;
+    subscribe(&server, "newco", &months).await;
     let rows = revenue_when_enriched(&server, "newco", 5).await;
     let (_, listed) = server.get("/v1/events?customer=newco").await;
     assert!(
@@ -275,15 +316,16 @@ async fn unattributed_events_are_enriched_once_their_customer_subscribes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_enrichers_on_one_postgres_enrich_every_event_exactly_once() {
     let server = Server::start_with(Backend::Postgres, &["--enrichers", "0"]).await;
+    let months = Months::now();
     // Four customers, so the events fall in more than one shard.
     let customers = ["acme", "globex", "initech", "umbrella"];
-    setup(&server, customers[0]).await;
+    setup(&server, customers[0], &months).await;
     for customer in &customers[1..] {
-        subscribe(&server, customer).await;
+        subscribe(&server, customer, &months).await;
     }
     let mut batches = Vec::new();
     for customer in customers {
-        let batch = events(customer, customer, 750, 2..28);
+        let batch = events(&months, customer, customer, 750, 2..28);
         send(&server, &batch).await;
         batches.push(batch);
     }
@@ -322,7 +364,7 @@ async fn two_enrichers_on_one_postgres_enrich_every_event_exactly_once() {
     // it took: together, every event exactly once.
     let more: Vec<_> = customers
         .iter()
-        .map(|customer| events(&format!("more-{customer}"), customer, 250, 2..28))
+        .map(|customer| events(&months, &format!("more-{customer}"), customer, 250, 2..28))
         .collect();
     for batch in &more {
         send(&server, batch).await;
@@ -359,6 +401,7 @@ async fn two_enrichers_on_one_postgres_enrich_every_event_exactly_once() {
 #[tokio::test]
 async fn entitlements_hourly_revenue_and_cohort_margin_before_the_period_closes() {
     let server = Server::start(Backend::Sqlite).await;
+    let months = Months::now();
     let http = server.http.clone();
     let (ok, _, err) = server
         .cli(&["apply", "-f", examples().to_str().unwrap(), "--http", &http])
@@ -389,7 +432,7 @@ async fn entitlements_hourly_revenue_and_cohort_margin_before_the_period_closes(
                 "--plan",
                 "translation-pro",
                 "--start",
-                "2026-11-01T00:00:00Z",
+                &rfc3339(months.start(1)),
                 "--anchor-day",
                 "1",
                 "--http",
@@ -398,12 +441,14 @@ async fn entitlements_hourly_revenue_and_cohort_margin_before_the_period_closes(
             .await;
         assert!(ok, "{err}");
     }
-    // Events of the last hours, so they fall in the hourly series.
-    let now = Utc::now();
+    // Events of this period, within the last five hours, so they fall in
+    // the hourly series too.
     let recent = |prefix: &str, customer: &str, n: usize, chars: i64| -> Vec<(Value, Decimal)> {
-        (0..n)
-            .map(|i| {
-                let t = now - chrono::Duration::minutes(10 + i as i64 * 30);
+        months
+            .recent(n, chrono::Duration::hours(5))
+            .into_iter()
+            .enumerate()
+            .map(|(i, t)| {
                 (
                     json!({"id": format!("{prefix}-{i}"), "source": "e2e", "type": "translation.characters",
                            "customer": customer, "time": t.to_rfc3339(),
@@ -425,12 +470,25 @@ async fn entitlements_hourly_revenue_and_cohort_margin_before_the_period_closes(
         .await;
     assert_eq!(status, 200, "{e}");
     assert_eq!(decimal(&e["included"]), Decimal::from(100_000));
-    assert_eq!(decimal(&e["used"]), Decimal::from(300_000));
-    assert_eq!(decimal(&e["remaining"]), Decimal::ZERO);
+    let used = this_period(
+        &months,
+        e["period_start"].as_str().unwrap(),
+        Decimal::from(300_000),
+    );
+    assert_eq!(decimal(&e["used"]), used, "{e}");
+    assert_eq!(
+        decimal(&e["remaining"]),
+        (Decimal::from(100_000) - used).max(Decimal::ZERO)
+    );
     let (_, g) = server
         .get("/v1/entitlements?customer=globex&meter=translation-characters")
         .await;
-    assert_eq!(decimal(&g["remaining"]), Decimal::from(96_000));
+    let used = this_period(
+        &months,
+        g["period_start"].as_str().unwrap(),
+        Decimal::from(4_000),
+    );
+    assert_eq!(decimal(&g["remaining"]), Decimal::from(100_000) - used);
     let (status, _) = server
         .get("/v1/entitlements?customer=nobody&meter=translation-characters")
         .await;
@@ -463,8 +521,9 @@ async fn entitlements_hourly_revenue_and_cohort_margin_before_the_period_closes(
 async fn the_usage_queries_speak_grpc_too() {
     use aforo_proto::v1 as pb;
     let server = Server::start(Backend::Sqlite).await;
-    setup(&server, "acme").await;
-    let batch = events("u", "acme", 20, 2..28);
+    let months = Months::now();
+    setup(&server, "acme", &months).await;
+    let batch = recent_events(&months, "u", "acme", 20, 24);
     send(&server, &batch).await;
     let rest = revenue_when_enriched(&server, "acme", 20).await;
 
@@ -504,7 +563,15 @@ async fn the_usage_queries_speak_grpc_too() {
         .unwrap()
         .into_inner();
     assert_eq!(entitlement.included, "100000");
-    let used: Decimal = batch.iter().map(|(_, q)| *q).sum();
+    let period_start = entitlement
+        .period_start
+        .map(|t| DateTime::from_timestamp(t.seconds, t.nanos as u32).unwrap())
+        .expect("the entitlement's period");
+    let used = this_period(
+        &months,
+        &api_time(period_start),
+        batch.iter().map(|(_, q)| *q).sum(),
+    );
     assert_eq!(entitlement.used, used.normalize().to_string());
 
     let (_, listed) = server.get("/v1/events?limit=1").await;

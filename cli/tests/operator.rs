@@ -340,17 +340,14 @@ async fn the_catalog_reaches_a_running_data_plane_and_a_restarted_operator_write
     })
     .await;
 
-    // A price changes from December on: version 2.
+    // A price changes from next month on: version 2.
+    let next_month = common::rfc3339(common::Months::now().start(-1));
     apply_all(
         &client,
         &ns,
         &examples(&ns, |text| {
-            text.replacen("unitPrice: \"0.00002\"", "unitPrice: \"0.000018\"", 1)
-                .replacen(
-                    "effectiveFrom: \"2026-01-01T00:00:00Z\"",
-                    "effectiveFrom: \"2026-12-01T00:00:00Z\"",
-                    1,
-                )
+            let cheaper = text.replacen("unitPrice: \"0.00002\"", "unitPrice: \"0.000018\"", 1);
+            common::set_first(&cheaper, "effectiveFrom", &next_month)
         }),
     )
     .await;

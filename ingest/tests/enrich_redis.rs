@@ -1,6 +1,9 @@
 //! The enrichment context cache on a real Redis: Redis stopped in the middle
 //! of a run, enrichment goes on from the store without loss or double
 //! counting; Redis back, the cache serves hits again.
+//!
+//! Dates are fixed: events are committed to the store directly (no gates),
+//! and enrichment prices them by their own time, never by the clock's.
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};

@@ -3,6 +3,10 @@
 //! SQLite runs on a temporary file. PostgreSQL runs on a fresh database of the
 //! server named by `AFORO_TEST_DATABASE_URL` (`scripts/test.sh` starts one);
 //! without it the PostgreSQL half fails and says how to get one.
+//!
+//! Dates are fixed (`t0`, months of 2026): the store is handed every time it
+//! compares (cut-offs, `now` for due deliveries) and reads the clock only to
+//! stamp rows, so these tests mean the same on any day.
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -1,5 +1,8 @@
 //! Conformance of the webhook-rejection and batch tables: every test runs
 //! against SQLite and PostgreSQL (`AFORO_TEST_DATABASE_URL`).
+//!
+//! Dates are fixed: the store is handed every time it compares and reads the
+//! clock only to stamp rows, so these tests mean the same on any day.
 
 use std::sync::Arc;
 

@@ -301,3 +301,90 @@ pub fn proto_event(id: &str, time: chrono::DateTime<chrono::Utc>) -> pb::Event {
         tier_detail: String::new(),
     }
 }
+
+/// The calendar the end-to-end tests date their data by: months counted
+/// back from the one the test started in, so that a test means the same on
+/// whatever day it runs (and under `faketime` on the hard days that
+/// `scripts/test.sh` picks: a month's last and first minute, 28 and
+/// 29 February of a leap year, New Year's Eve).
+///
+/// Tests that bill closed periods date their events in `start(1)` and
+/// earlier; tests of "this period" use `start(0)..now` and check the period
+/// the server answers for, since a test that starts in a month's last
+/// seconds ends in the next month.
+#[derive(Clone, Copy, Debug)]
+pub struct Months {
+    pub now: chrono::DateTime<chrono::Utc>,
+    this: chrono::DateTime<chrono::Utc>,
+}
+
+impl Months {
+    pub fn now() -> Months {
+        use chrono::{Datelike, TimeZone};
+        let now = chrono::Utc::now();
+        let this = chrono::Utc
+            .with_ymd_and_hms(now.year(), now.month(), 1, 0, 0, 0)
+            .single()
+            .expect("the first of this month");
+        Months { now, this }
+    }
+
+    /// Midnight UTC on the first of the month `back` months before this one
+    /// (`back` = 0: this month; it may be negative for months ahead).
+    pub fn start(&self, back: i32) -> chrono::DateTime<chrono::Utc> {
+        let months = chrono::Months::new(back.unsigned_abs());
+        if back >= 0 {
+            self.this.checked_sub_months(months)
+        } else {
+            self.this.checked_add_months(months)
+        }
+        .expect("a month within range")
+    }
+
+    /// `day` (1–28, so every month has it) of that month at `hour`:00 UTC.
+    pub fn at(&self, back: i32, day: u32, hour: u32) -> chrono::DateTime<chrono::Utc> {
+        assert!(
+            (1..=28).contains(&day) && hour < 24,
+            "day {day} hour {hour}"
+        );
+        self.start(back)
+            + chrono::Duration::days(i64::from(day) - 1)
+            + chrono::Duration::hours(i64::from(hour))
+    }
+
+    /// `n` instants spread over this month so far (its first instant up to
+    /// `now`), at most `within` before `now`: "recent" usage that is in the
+    /// current period even in its first minute.
+    pub fn recent(&self, n: usize, within: chrono::Duration) -> Vec<chrono::DateTime<chrono::Utc>> {
+        let from = self.this.max(self.now - within);
+        let span = (self.now - from).num_milliseconds().max(0);
+        (0..n)
+            .map(|i| {
+                self.now - chrono::Duration::milliseconds(span * (i as i64 + 1) / (n as i64 + 1))
+            })
+            .collect()
+    }
+}
+
+/// RFC 3339 with whole seconds, as a user types it (`…T00:00:00Z`).
+pub fn rfc3339(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+}
+
+/// RFC 3339 with microseconds, as the REST API writes times.
+pub fn api_time(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+/// `text` with the quoted value of the first `key: "…"` replaced by
+/// `value`: dates the example catalog's fields relative to the test's
+/// [`Months`] without naming the dates the examples carry.
+pub fn set_first(text: &str, key: &str, value: &str) -> String {
+    let marker = format!("{key}: \"");
+    let at = text
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no {marker}… in the text"))
+        + marker.len();
+    let end = at + text[at..].find('"').expect("a closing quote");
+    format!("{}{value}{}", &text[..at], &text[end..])
+}
