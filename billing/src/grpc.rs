@@ -291,7 +291,10 @@ impl CustomerService for CustomerGrpc {
     ) -> Result<Response<pb::ListCustomersResponse>, Status> {
         let tenant = tenant(&self.auth, &request).await?;
         let r = request.into_inner();
-        let limit = if r.limit == 0 { 100 } else { r.limit };
+        let limit = match r.limit {
+            0 => 100,
+            n => n.min(aforo_store::MAX_PAGE_SIZE),
+        };
         let after = non_empty(r.after);
         let page = self
             .business

@@ -29,13 +29,13 @@
 
 use std::sync::Arc;
 
-use aforo_store::auth::{AuthError, Authenticator};
+use aforo_api::{ApiError, ApiJson, ApiPath, ApiQuery, ApiText, Authed, MaybeJson};
+use aforo_store::auth::Authenticator;
 use aforo_store::{
-    CatalogVersion, Customer, CustomerInput, Store, StoreError, Subscription, SubscriptionInput,
-    Tenant,
+    CatalogVersion, Customer, CustomerInput, Store, Subscription, SubscriptionInput,
 };
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{FromRef, State};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -97,63 +97,14 @@ pub fn router(state: BillingState) -> Router {
         .with_state(state)
 }
 
-/// `{"error": {"code", "message", "details"?}}` with an HTTP status.
-pub struct ApiError(StatusCode, &'static str, String, Option<Value>);
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let mut error = json!({"code": self.1, "message": self.2});
-        if let Some(details) = self.3 {
-            error["details"] = details;
-        }
-        let mut response = (self.0, Json(json!({ "error": error }))).into_response();
-        if self.0 == StatusCode::UNAUTHORIZED {
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                header::HeaderValue::from_static("Bearer"),
-            );
-        }
-        response
+impl FromRef<BillingState> for Authenticator {
+    fn from_ref(state: &BillingState) -> Authenticator {
+        state.auth.clone()
     }
 }
 
 fn invalid(message: impl Into<String>) -> ApiError {
-    ApiError(
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "INVALID",
-        message.into(),
-        None,
-    )
-}
-
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::NotFound(m) => ApiError(StatusCode::NOT_FOUND, "NOT_FOUND", m, None),
-            StoreError::Invalid(m) => invalid(m),
-            StoreError::Conflict(m) => ApiError(StatusCode::CONFLICT, "CONFLICT", m, None),
-            other => ApiError(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "UNAVAILABLE",
-                other.to_string(),
-                None,
-            ),
-        }
-    }
-}
-
-impl From<AuthError> for ApiError {
-    fn from(e: AuthError) -> Self {
-        match e {
-            AuthError::Store(s) => s.into(),
-            other => ApiError(
-                StatusCode::UNAUTHORIZED,
-                "UNAUTHENTICATED",
-                other.to_string(),
-                None,
-            ),
-        }
-    }
+    ApiError::invalid(message)
 }
 
 impl From<AdminError> for ApiError {
@@ -168,7 +119,7 @@ impl From<AdminError> for ApiError {
 impl From<ApplyError> for ApiError {
     fn from(e: ApplyError) -> Self {
         match e {
-            ApplyError::Invalid(errors) => ApiError(
+            ApplyError::Invalid(errors) => ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "INVALID_CATALOG",
                 format!(
@@ -180,8 +131,8 @@ impl From<ApplyError> for ApiError {
                         .collect::<Vec<_>>()
                         .join("\n")
                 ),
-                Some(serde_json::to_value(&errors).unwrap_or_default()),
-            ),
+            )
+            .with_details(serde_json::to_value(&errors).unwrap_or_default()),
             ApplyError::Store(s) => s.into(),
         }
     }
@@ -191,24 +142,13 @@ impl From<InvoiceError> for ApiError {
     fn from(e: InvoiceError) -> Self {
         match e {
             InvoiceError::Invalid(m) => invalid(m),
-            InvoiceError::NotFound(m) => ApiError(StatusCode::NOT_FOUND, "NOT_FOUND", m, None),
+            InvoiceError::NotFound(m) => ApiError::new(StatusCode::NOT_FOUND, "NOT_FOUND", m),
             InvoiceError::Store(s) => s.into(),
-            InvoiceError::Run(m) => ApiError(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "BILL_RUN_FAILED",
-                m,
-                None,
-            ),
+            InvoiceError::Run(m) => {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "BILL_RUN_FAILED", m)
+            }
         }
     }
-}
-
-async fn tenant(state: &BillingState, headers: &HeaderMap) -> Result<Tenant, ApiError> {
-    let header = headers
-        .get(header::AUTHORIZATION)
-        .map(|v| v.to_str().map_err(|_| AuthError::Malformed))
-        .transpose()?;
-    Ok(state.auth.authenticate(header).await?)
 }
 
 fn time(t: &DateTime<Utc>) -> String {
@@ -235,12 +175,10 @@ struct ApplyBody {
 
 async fn apply(
     State(state): State<BillingState>,
-    headers: HeaderMap,
-    body: Json<ApplyBody>,
+    Authed(tenant): Authed,
+    ApiJson(body): ApiJson<ApplyBody>,
 ) -> Result<Json<Value>, ApiError> {
-    let tenant = tenant(&state, &headers).await?;
     let values = body
-        .0
         .resources
         .into_iter()
         .enumerate()
@@ -256,15 +194,13 @@ async fn apply(
 
 async fn latest(
     State(state): State<BillingState>,
-    headers: HeaderMap,
+    Authed(tenant): Authed,
 ) -> Result<Json<Value>, ApiError> {
-    let tenant = tenant(&state, &headers).await?;
     let v = state.catalog.get(tenant.id, None).await?.ok_or_else(|| {
-        ApiError(
+        ApiError::new(
             StatusCode::NOT_FOUND,
             "NOT_FOUND",
-            "no catalog has been applied yet".into(),
-            None,
+            "no catalog has been applied yet",
         )
     })?;
     Ok(Json(version_json(&v, true)))
@@ -272,9 +208,8 @@ async fn latest(
 
 async fn versions(
     State(state): State<BillingState>,
-    headers: HeaderMap,
+    Authed(tenant): Authed,
 ) -> Result<Json<Value>, ApiError> {
-    let tenant = tenant(&state, &headers).await?;
     let all = state.catalog.list(tenant.id).await?;
     Ok(Json(
         json!({"versions": all.iter().map(|v| version_json(v, false)).collect::<Vec<_>>()}),
@@ -283,16 +218,14 @@ async fn versions(
 
 async fn version(
     State(state): State<BillingState>,
-    headers: HeaderMap,
-    Path(version): Path<String>,
+    Authed(tenant): Authed,
+    ApiPath(version): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let tenant = tenant(&state, &headers).await?;
     let n: i64 = version.parse().map_err(|_| {
-        ApiError(
+        ApiError::new(
             StatusCode::BAD_REQUEST,
             "INVALID_PATH",
             format!("{version:?} is not a version number"),
-            None,
         )
     })?;
     let v = state
@@ -300,11 +233,10 @@ async fn version(
         .get(tenant.id, Some(n))
         .await?
         .ok_or_else(|| {
-            ApiError(
+            ApiError::new(
                 StatusCode::NOT_FOUND,
                 "NOT_FOUND",
                 format!("no catalog version {n}"),
-                None,
             )
         })?;
     Ok(Json(version_json(&v, true)))
@@ -334,11 +266,9 @@ struct CustomerBody {
 
 async fn upsert_customer(
     State(state): State<BillingState>,
-    headers: HeaderMap,
-    body: Json<CustomerBody>,
+    Authed(tenant): Authed,
+    ApiJson(body): ApiJson<CustomerBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let tenant = tenant(&state, &headers).await?;
-    let body = body.0;
     let input = CustomerInput {
         external_id: body.id,
         name: body.name,
@@ -363,11 +293,12 @@ struct ListQuery {
 
 async fn list_customers(
     State(state): State<BillingState>,
-    headers: HeaderMap,
-    Query(q): Query<ListQuery>,
+    Authed(tenant): Authed,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let tenant = tenant(&state, &headers).await?;
-    let limit = q.limit.unwrap_or(100);
+    // The page the store returns is at most MAX_PAGE_SIZE long: compare
+    // with what it was asked for, or a larger limit ends the listing early.
+    let limit = q.limit.unwrap_or(100).clamp(1, aforo_store::MAX_PAGE_SIZE);
     let page = state
         .store
         .list_customers(tenant.id, q.after.as_deref(), limit)
@@ -383,16 +314,14 @@ async fn list_customers(
 
 async fn customer(
     State(state): State<BillingState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
+    Authed(tenant): Authed,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let tenant = tenant(&state, &headers).await?;
     let c = state.store.customer(tenant.id, &id).await?.ok_or_else(|| {
-        ApiError(
+        ApiError::new(
             StatusCode::NOT_FOUND,
             "NOT_FOUND",
             format!("no customer {id:?}"),
-            None,
         )
     })?;
     Ok(Json(customer_json(&c)))
@@ -400,10 +329,9 @@ async fn customer(
 
 async fn import_customers(
     State(state): State<BillingState>,
-    headers: HeaderMap,
-    body: String,
+    Authed(tenant): Authed,
+    ApiText(body): ApiText,
 ) -> Result<Json<Value>, ApiError> {
-    let tenant = tenant(&state, &headers).await?;
     let rows = customers::read_csv(&body).map_err(invalid)?;
     let (mut created, mut updated, mut failed) = (0, 0, 0);
     let mut results = Vec::new();
@@ -463,25 +391,15 @@ struct SubscriptionBody {
 
 async fn create_subscription(
     State(state): State<BillingState>,
-    headers: HeaderMap,
-    body: Json<SubscriptionBody>,
+    Authed(tenant): Authed,
+    ApiJson(body): ApiJson<SubscriptionBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let tenant = tenant(&state, &headers).await?;
-    let b = body.0;
-    if !state.catalog.has_rate_plan(tenant.id, &b.rate_plan).await? {
-        return Err(invalid(format!(
-            "no RatePlan {:?} in the catalog in force",
-            b.rate_plan
-        )));
-    }
-    if b.billing_anchor_day.is_some_and(|d| !(1..=31).contains(&d)) {
-        return Err(invalid("billing_anchor_day must be from 1 to 31"));
-    }
-    if b.ends_at.is_some_and(|end| end <= b.starts_at) {
-        return Err(invalid("ends_at must be after starts_at"));
-    }
+    let b = body;
+    // Through the business-data service, as gRPC does: it checks the input,
+    // and drops the customer's cached context and requeues its waiting
+    // events once the subscription is stored.
     let sub = state
-        .store
+        .business
         .create_subscription(
             tenant.id,
             &SubscriptionInput {
@@ -503,10 +421,9 @@ struct SubscriptionQuery {
 
 async fn list_subscriptions(
     State(state): State<BillingState>,
-    headers: HeaderMap,
-    Query(q): Query<SubscriptionQuery>,
+    Authed(tenant): Authed,
+    ApiQuery(q): ApiQuery<SubscriptionQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let tenant = tenant(&state, &headers).await?;
     let subs = state
         .store
         .subscriptions(tenant.id, q.customer.as_deref())
@@ -524,31 +441,21 @@ struct PlanChange {
 
 async fn change_plan(
     State(state): State<BillingState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    body: Json<PlanChange>,
+    Authed(tenant): Authed,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(body): ApiJson<PlanChange>,
 ) -> Result<Json<Value>, ApiError> {
-    let tenant = tenant(&state, &headers).await?;
     let id: Uuid = id.parse().map_err(|_| {
-        ApiError(
+        ApiError::new(
             StatusCode::BAD_REQUEST,
             "INVALID_PATH",
             format!("{id:?} is not a subscription id"),
-            None,
         )
     })?;
-    if !state
-        .catalog
-        .has_rate_plan(tenant.id, &body.rate_plan)
-        .await?
-    {
-        return Err(invalid(format!(
-            "no RatePlan {:?} in the catalog in force",
-            body.rate_plan
-        )));
-    }
+    // Through the business-data service: the next event is priced by the
+    // new plan at once, not when a cached context expires.
     let sub = state
-        .store
+        .business
         .change_plan(tenant.id, id, &body.rate_plan, body.effective_at)
         .await?;
     Ok(Json(subscription_json(&sub)))
@@ -568,10 +475,9 @@ fn money(d: rust_decimal::Decimal) -> Value {
 
 async fn revenue(
     State(state): State<BillingState>,
-    headers: HeaderMap,
-    Query(q): Query<RevenueParams>,
+    Authed(tenant): Authed,
+    ApiQuery(q): ApiQuery<RevenueParams>,
 ) -> Result<Json<Value>, ApiError> {
-    let tenant = tenant(&state, &headers).await?;
     let rows = state
         .store
         .revenue(
@@ -599,16 +505,14 @@ async fn revenue(
 
 async fn event_revenue(
     State(state): State<BillingState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
+    Authed(tenant): Authed,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let tenant = tenant(&state, &headers).await?;
     let id: Uuid = id.parse().map_err(|_| {
-        ApiError(
+        ApiError::new(
             StatusCode::BAD_REQUEST,
             "INVALID_PATH",
             format!("{id:?} is not a stored event id"),
-            None,
         )
     })?;
     let lines = state.store.ledger_of(tenant.id, &[id]).await?;
@@ -632,10 +536,9 @@ struct HourlyParams {
 
 async fn hourly(
     State(state): State<BillingState>,
-    headers: HeaderMap,
-    Query(q): Query<HourlyParams>,
+    Authed(tenant): Authed,
+    ApiQuery(q): ApiQuery<HourlyParams>,
 ) -> Result<Json<Value>, ApiError> {
-    let tenant = tenant(&state, &headers).await?;
     let rows = state
         .usage
         .last_24_hours(tenant.id, q.customer, Utc::now())
@@ -661,10 +564,9 @@ struct CohortParams {
 
 async fn cohorts(
     State(state): State<BillingState>,
-    headers: HeaderMap,
-    Query(q): Query<CohortParams>,
+    Authed(tenant): Authed,
+    ApiQuery(q): ApiQuery<CohortParams>,
 ) -> Result<Json<Value>, ApiError> {
-    let tenant = tenant(&state, &headers).await?;
     let query = aforo_store::RevenueQuery {
         customer: None,
         from: q.from,
@@ -692,23 +594,21 @@ struct EntitlementParams {
 
 async fn entitlement(
     State(state): State<BillingState>,
-    headers: HeaderMap,
-    Query(q): Query<EntitlementParams>,
+    Authed(tenant): Authed,
+    ApiQuery(q): ApiQuery<EntitlementParams>,
 ) -> Result<Json<Value>, ApiError> {
-    let tenant = tenant(&state, &headers).await?;
     let e = state
         .usage
         .entitlement(tenant.id, &q.customer, &q.meter, Utc::now())
         .await?
         .ok_or_else(|| {
-            ApiError(
+            ApiError::new(
                 StatusCode::NOT_FOUND,
                 "NOT_FOUND",
                 format!(
                     "{:?} has no subscription that charges meter {:?} now",
                     q.customer, q.meter
                 ),
-                None,
             )
         })?;
     Ok(Json(json!({
@@ -753,11 +653,10 @@ struct RunBody {
 
 async fn run_bill(
     State(state): State<BillingState>,
-    headers: HeaderMap,
-    body: Option<Json<RunBody>>,
+    Authed(tenant): Authed,
+    MaybeJson(body): MaybeJson<RunBody>,
 ) -> Result<Json<Value>, ApiError> {
-    let tenant = tenant(&state, &headers).await?;
-    let body = body.map(|b| b.0).unwrap_or_default();
+    let body = body.unwrap_or_default();
     let report = state
         .invoices
         .run(
@@ -772,10 +671,9 @@ async fn run_bill(
 
 async fn bill_runs(
     State(state): State<BillingState>,
-    headers: HeaderMap,
-    Query(q): Query<ListQuery>,
+    Authed(tenant): Authed,
+    ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let tenant = tenant(&state, &headers).await?;
     let runs = state
         .invoices
         .runs(tenant.id, q.limit.unwrap_or(20))
@@ -803,10 +701,9 @@ struct ReplayBody {
 
 async fn replay_period(
     State(state): State<BillingState>,
-    headers: HeaderMap,
-    body: Json<ReplayBody>,
+    Authed(tenant): Authed,
+    ApiJson(body): ApiJson<ReplayBody>,
 ) -> Result<Json<Value>, ApiError> {
-    let tenant = tenant(&state, &headers).await?;
     let period = parse_time("period_start", &Some(body.period_start.clone()))?
         .ok_or_else(|| invalid("period_start is required"))?;
     let results = state
@@ -849,11 +746,10 @@ fn invoice_summary(i: &aforo_store::billing::StoredInvoice) -> Value {
 
 async fn list_invoices(
     State(state): State<BillingState>,
-    headers: HeaderMap,
-    Query(q): Query<InvoiceListQuery>,
+    Authed(tenant): Authed,
+    ApiQuery(q): ApiQuery<InvoiceListQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let tenant = tenant(&state, &headers).await?;
-    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let limit = q.limit.unwrap_or(100).clamp(1, aforo_store::MAX_PAGE_SIZE);
     let page = state
         .invoices
         .list(
@@ -877,10 +773,9 @@ async fn list_invoices(
 
 async fn show_invoice(
     State(state): State<BillingState>,
-    headers: HeaderMap,
-    Path(invoice): Path<String>,
+    Authed(tenant): Authed,
+    ApiPath(invoice): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let tenant = tenant(&state, &headers).await?;
     let (stored, parsed) = state.invoices.get(tenant.id, &invoice).await?;
     let mut out = invoice_summary(&stored);
     let doc = serde_json::to_value(&parsed).unwrap_or_default();
@@ -910,11 +805,10 @@ struct PageQuery {
 
 async fn line_events(
     State(state): State<BillingState>,
-    headers: HeaderMap,
-    Path((invoice, line)): Path<(String, u32)>,
-    Query(q): Query<PageQuery>,
+    Authed(tenant): Authed,
+    ApiPath((invoice, line)): ApiPath<(String, u32)>,
+    ApiQuery(q): ApiQuery<PageQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let tenant = tenant(&state, &headers).await?;
     let page = state
         .invoices
         .line_events(
@@ -930,10 +824,9 @@ async fn line_events(
 
 async fn line_attribution(
     State(state): State<BillingState>,
-    headers: HeaderMap,
-    Path((invoice, line)): Path<(String, u32)>,
+    Authed(tenant): Authed,
+    ApiPath((invoice, line)): ApiPath<(String, u32)>,
 ) -> Result<Json<Value>, ApiError> {
-    let tenant = tenant(&state, &headers).await?;
     let groups = state
         .invoices
         .attribution(tenant.id, &invoice, line)
@@ -948,17 +841,16 @@ struct AuditQuery {
 
 async fn audit_export(
     State(state): State<BillingState>,
-    headers: HeaderMap,
-    Path(invoice): Path<String>,
-    Query(q): Query<AuditQuery>,
+    Authed(tenant): Authed,
+    ApiPath(invoice): ApiPath<String>,
+    ApiQuery(q): ApiQuery<AuditQuery>,
 ) -> Result<Response, ApiError> {
-    let tenant = tenant(&state, &headers).await?;
     let export = state.invoices.audit(&tenant, &invoice).await?;
     match q.format.as_deref().unwrap_or("json") {
         "json" => Ok(Json(serde_json::to_value(&export).unwrap_or_default()).into_response()),
         "csv" => {
             let body = crate::billrun::audit::to_csv(&export).map_err(|e| {
-                ApiError(StatusCode::INTERNAL_SERVER_ERROR, "EXPORT_FAILED", e, None)
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "EXPORT_FAILED", e)
             })?;
             Ok(([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], body).into_response())
         }
@@ -977,11 +869,10 @@ struct DiscountBody {
 
 async fn add_discount(
     State(state): State<BillingState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-    body: Json<DiscountBody>,
+    Authed(tenant): Authed,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(body): ApiJson<DiscountBody>,
 ) -> Result<Json<Value>, ApiError> {
-    let tenant = tenant(&state, &headers).await?;
     let sub = parse_uuid("subscription", &Some(id))?.ok_or_else(|| invalid("no subscription"))?;
     let d = state
         .invoices
@@ -1006,10 +897,9 @@ async fn add_discount(
 
 async fn invoice_lines(
     State(state): State<BillingState>,
-    headers: HeaderMap,
-    Path(invoice): Path<String>,
+    Authed(tenant): Authed,
+    ApiPath(invoice): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let tenant = tenant(&state, &headers).await?;
     let (stored, parsed) = state.invoices.get(tenant.id, &invoice).await?;
     Ok(Json(json!({
         "invoice": stored.id,
@@ -1021,10 +911,9 @@ async fn invoice_lines(
 
 async fn event_proof(
     State(state): State<BillingState>,
-    headers: HeaderMap,
-    Path(id): Path<String>,
+    Authed(tenant): Authed,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let tenant = tenant(&state, &headers).await?;
     let event = parse_uuid("event", &Some(id))?.ok_or_else(|| invalid("no event"))?;
     let proof = state.invoices.proof(tenant.id, event).await?;
     Ok(Json(serde_json::to_value(&proof).unwrap_or_default()))

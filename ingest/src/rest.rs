@@ -13,11 +13,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use aforo_crds::{EventFlag, EventFlags, Tier, event::format_time};
-use aforo_store::{EventQuery, RejectionQuery, Store, StoredEvent, StoredRejection, Tenant};
+use aforo_store::{EventQuery, RejectionQuery, Store, StoredEvent, StoredRejection};
 use axum::body::{Body, Bytes};
-use axum::extract::{Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::extract::{FromRef, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
@@ -27,7 +27,7 @@ use crate::config::RequestLimits;
 use crate::decode;
 use crate::gates::EventCandidate;
 use crate::pipeline::{BatchOutcome, Ingestor};
-use aforo_store::auth::{AuthError, Authenticator};
+use aforo_store::auth::Authenticator;
 
 #[derive(Clone)]
 pub struct RestState {
@@ -47,81 +47,13 @@ pub fn router(state: RestState) -> Router {
         .with_state(state)
 }
 
-/// An API error: HTTP status, stable code, human message.
-#[derive(Debug)]
-pub struct ApiError {
-    status: StatusCode,
-    code: &'static str,
-    message: String,
-}
+pub use aforo_api::{ApiError, authenticate};
+use aforo_api::{ApiQuery, Authed};
 
-impl ApiError {
-    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            code,
-            message: message.into(),
-        }
+impl FromRef<RestState> for Authenticator {
+    fn from_ref(state: &RestState) -> Authenticator {
+        state.auth.clone()
     }
-    pub(crate) fn bad_query(message: impl Into<String>) -> Self {
-        ApiError::new(StatusCode::BAD_REQUEST, "INVALID_QUERY", message)
-    }
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let body = Json(json!({"error": {"code": self.code, "message": self.message}}));
-        let mut response = (self.status, body).into_response();
-        if self.status == StatusCode::UNAUTHORIZED {
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        }
-        response
-    }
-}
-
-impl From<AuthError> for ApiError {
-    fn from(err: AuthError) -> Self {
-        match err {
-            AuthError::Store(e) => ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "UNAVAILABLE",
-                format!("cannot check the API key now; retry: {e}"),
-            ),
-            other => ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "UNAUTHENTICATED",
-                other.to_string(),
-            ),
-        }
-    }
-}
-
-impl From<aforo_store::StoreError> for ApiError {
-    fn from(err: aforo_store::StoreError) -> Self {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "UNAVAILABLE",
-            err.to_string(),
-        )
-    }
-}
-
-async fn tenant(state: &RestState, headers: &HeaderMap) -> Result<Tenant, ApiError> {
-    authenticate(&state.auth, headers).await
-}
-
-/// The tenant of the request's API key.
-pub(crate) async fn authenticate(
-    auth: &Authenticator,
-    headers: &HeaderMap,
-) -> Result<Tenant, ApiError> {
-    let header = headers
-        .get(header::AUTHORIZATION)
-        .map(|v| v.to_str().map_err(|_| AuthError::Malformed))
-        .transpose()?;
-    Ok(auth.authenticate(header).await?)
 }
 
 /// The body formats `POST /v1/events` takes.
@@ -210,10 +142,10 @@ async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
 
 async fn post_events(
     State(state): State<RestState>,
+    Authed(tenant): Authed,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
-    let tenant = tenant(&state, &headers).await?;
     let format = format_of(&headers)?;
     let bytes = read_body(body, state.limits.max_body_bytes).await?;
     let depth = json_depth(&bytes);
@@ -368,10 +300,9 @@ impl Params {
 
 async fn list_events(
     State(state): State<RestState>,
-    headers: HeaderMap,
-    Query(raw): Query<HashMap<String, String>>,
+    Authed(tenant): Authed,
+    ApiQuery(raw): ApiQuery<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
-    let tenant = tenant(&state, &headers).await?;
     let p = Params::new(
         raw,
         &[
@@ -472,10 +403,9 @@ fn gates_json(g: &aforo_crds::GateResults) -> Value {
 
 async fn list_rejections(
     State(state): State<RestState>,
-    headers: HeaderMap,
-    Query(raw): Query<HashMap<String, String>>,
+    Authed(tenant): Authed,
+    ApiQuery(raw): ApiQuery<HashMap<String, String>>,
 ) -> Result<Json<Value>, ApiError> {
-    let tenant = tenant(&state, &headers).await?;
     let p = Params::new(raw, &["reason", "after", "limit"])?;
     let query = RejectionQuery {
         reason: p.text("reason").map(|r| r.to_ascii_uppercase()),
