@@ -42,6 +42,23 @@ pub async fn authenticate(
     Ok(auth.authenticate(header).await?)
 }
 
+/// The tenant of a gRPC request's `authorization: Bearer <key>` metadata:
+/// the same check as [`Authed`], answered as a [`tonic::Status`] through
+/// `ApiError`'s mapping.
+pub async fn authenticate_grpc(
+    auth: &Authenticator,
+    metadata: &tonic::metadata::MetadataMap,
+) -> Result<Tenant, tonic::Status> {
+    let header = metadata
+        .get(header::AUTHORIZATION.as_str())
+        .map(|v| v.to_str().map_err(|_| AuthError::Malformed))
+        .transpose()
+        .map_err(|e| tonic::Status::from(ApiError::from(e)))?;
+    auth.authenticate(header)
+        .await
+        .map_err(|e| ApiError::from(e).into())
+}
+
 /// A JSON body; a wrong content type (415), unreadable JSON (400) or JSON
 /// of the wrong shape (422) is answered in the envelope, naming the field.
 #[derive(Clone, Copy, Debug, Default)]

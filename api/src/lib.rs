@@ -15,4 +15,6 @@ mod error;
 mod extract;
 
 pub use error::ApiError;
-pub use extract::{ApiJson, ApiPath, ApiQuery, ApiText, Authed, MaybeJson, authenticate};
+pub use extract::{
+    ApiJson, ApiPath, ApiQuery, ApiText, Authed, MaybeJson, authenticate, authenticate_grpc,
+};

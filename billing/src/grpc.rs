@@ -1,11 +1,12 @@
 //! The gRPC APIs of the billing role: `aforo.v1.CatalogService`,
 //! `aforo.v1.CustomerService` and `aforo.v1.UsageService`.
 
+use aforo_api::ApiError;
 use aforo_proto::v1 as pb;
 use aforo_proto::v1::catalog_service_server::CatalogService;
 use aforo_proto::v1::customer_service_server::CustomerService;
 use aforo_proto::v1::usage_service_server::UsageService;
-use aforo_store::auth::{AuthError, Authenticator};
+use aforo_store::auth::Authenticator;
 use aforo_store::{CatalogVersion, CustomerInput, StoreError, SubscriptionInput};
 use chrono::{DateTime, Utc};
 use tonic::{Request, Response, Status};
@@ -32,23 +33,14 @@ impl CatalogGrpc {
 
 /// The tenant of a request's `authorization: Bearer` key.
 async fn tenant<T>(auth: &Authenticator, request: &Request<T>) -> Result<uuid::Uuid, Status> {
-    let header = request
-        .metadata()
-        .get("authorization")
-        .and_then(|v| v.to_str().ok());
-    match auth.authenticate(header).await {
-        Ok(t) => Ok(t.id),
-        Err(AuthError::Store(e)) => Err(store_status(e)),
-        Err(e) => Err(Status::unauthenticated(e.to_string())),
-    }
+    Ok(aforo_api::authenticate_grpc(auth, request.metadata())
+        .await?
+        .id)
 }
 
+/// Errors reach gRPC callers through [`ApiError`], as they reach REST ones.
 fn store_status(e: StoreError) -> Status {
-    match e {
-        StoreError::NotFound(m) => Status::not_found(m),
-        StoreError::Invalid(m) => Status::invalid_argument(m),
-        other => Status::unavailable(other.to_string()),
-    }
+    ApiError::from(e).into()
 }
 
 fn timestamp(t: &DateTime<Utc>) -> prost_types::Timestamp {
@@ -162,10 +154,7 @@ impl CustomerGrpc {
 }
 
 fn admin_status(e: AdminError) -> Status {
-    match e {
-        AdminError::Invalid(m) => Status::invalid_argument(m),
-        AdminError::Store(e) => store_status(e),
-    }
+    ApiError::from(e).into()
 }
 
 fn from_timestamp(
@@ -443,7 +432,7 @@ impl UsageService for UsageGrpc {
         let customer = non_empty(request.into_inner().customer);
         let rows = self
             .usage
-            .last_24_hours(tenant, customer, Utc::now())
+            .last_24_hours(tenant, customer, self.usage.now())
             .await
             .map_err(store_status)?;
         Ok(Response::new(pb::HourlyRevenueResponse {
@@ -505,7 +494,7 @@ impl UsageService for UsageGrpc {
         let r = request.into_inner();
         let e = self
             .usage
-            .entitlement(tenant, &r.customer, &r.meter, Utc::now())
+            .entitlement(tenant, &r.customer, &r.meter, self.usage.now())
             .await
             .map_err(store_status)?
             .ok_or_else(|| {
@@ -569,13 +558,7 @@ impl InvoiceGrpc {
 }
 
 fn invoice_status(e: crate::invoices::InvoiceError) -> Status {
-    use crate::invoices::InvoiceError;
-    match e {
-        InvoiceError::Invalid(m) => Status::invalid_argument(m),
-        InvoiceError::NotFound(m) => Status::not_found(m),
-        InvoiceError::Store(s) => store_status(s),
-        InvoiceError::Run(m) => Status::internal(m),
-    }
+    ApiError::from(e).into()
 }
 
 fn uuid_field(field: &str, value: String) -> Result<Option<uuid::Uuid>, Status> {

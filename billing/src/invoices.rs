@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
+use aforo_crds::clock::{Clock, SystemClock};
 use aforo_store::billing::{BillRunRecord, InvoiceQuery, StoredInvoice, SubscriptionDiscount};
 use aforo_store::{Store, StoreError, StoredEvent, Tenant};
 use chrono::{DateTime, Duration, Utc};
@@ -100,6 +101,8 @@ pub struct InvoiceApi {
     /// One run at a time in this process (the store makes concurrent runs
     /// across processes safe; this keeps one process from racing itself).
     running: Arc<Mutex<()>>,
+    /// What "now" is: which periods have ended, the default cut-off.
+    clock: Arc<dyn Clock>,
 }
 
 impl InvoiceApi {
@@ -109,7 +112,14 @@ impl InvoiceApi {
             config,
             settle_delay,
             running: Arc::new(Mutex::new(())),
+            clock: Arc::new(SystemClock),
         }
+    }
+
+    /// The same API on another clock (tests stand on a period's boundary).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
     }
 
     pub fn config(&self) -> &BillRunConfig {
@@ -126,7 +136,7 @@ impl InvoiceApi {
         cutoff: Option<DateTime<Utc>>,
         subscription: Option<Uuid>,
     ) -> Result<RunReport, InvoiceError> {
-        let now = Utc::now();
+        let now = self.clock.now();
         let cutoff = cutoff.unwrap_or(now - self.settle_delay);
         // By default a period is due once the cut-off has passed its end,
         // so that the events stored in its last moments are on its invoice
@@ -155,7 +165,8 @@ impl InvoiceApi {
         )
         .await?;
         drop(_one);
-        if let Err(e) = deliver_due(self.store.as_ref(), &self.config.routing, Utc::now()).await {
+        let now = self.clock.now();
+        if let Err(e) = deliver_due(self.store.as_ref(), &self.config.routing, now).await {
             tracing::warn!(error = %e, "invoice deliveries will be retried");
         }
         Ok(report)
@@ -418,7 +429,7 @@ impl InvoiceApi {
             amount,
             valid_from,
             valid_until,
-            created_at: Utc::now(),
+            created_at: self.clock.now(),
         };
         self.store
             .add_subscription_discount(tenant, &discount)

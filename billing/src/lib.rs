@@ -13,6 +13,7 @@
 pub mod billrun;
 pub mod catalog;
 pub mod customers;
+mod errors;
 pub mod grpc;
 pub mod invoices;
 pub mod period;

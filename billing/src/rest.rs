@@ -44,9 +44,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::catalog::{ApplyError, CatalogApi};
+use crate::catalog::CatalogApi;
 use crate::customers::{self, AdminError, BusinessData};
-use crate::invoices::{InvoiceApi, InvoiceError};
+use crate::invoices::InvoiceApi;
 use crate::usage::UsageApi;
 
 #[derive(Clone)]
@@ -105,50 +105,6 @@ impl FromRef<BillingState> for Authenticator {
 
 fn invalid(message: impl Into<String>) -> ApiError {
     ApiError::invalid(message)
-}
-
-impl From<AdminError> for ApiError {
-    fn from(e: AdminError) -> Self {
-        match e {
-            AdminError::Invalid(m) => invalid(m),
-            AdminError::Store(s) => s.into(),
-        }
-    }
-}
-
-impl From<ApplyError> for ApiError {
-    fn from(e: ApplyError) -> Self {
-        match e {
-            ApplyError::Invalid(errors) => ApiError::new(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "INVALID_CATALOG",
-                format!(
-                    "{} errors; nothing was applied:\n{}",
-                    errors.len(),
-                    errors
-                        .iter()
-                        .map(ToString::to_string)
-                        .collect::<Vec<_>>()
-                        .join("\n")
-                ),
-            )
-            .with_details(serde_json::to_value(&errors).unwrap_or_default()),
-            ApplyError::Store(s) => s.into(),
-        }
-    }
-}
-
-impl From<InvoiceError> for ApiError {
-    fn from(e: InvoiceError) -> Self {
-        match e {
-            InvoiceError::Invalid(m) => invalid(m),
-            InvoiceError::NotFound(m) => ApiError::new(StatusCode::NOT_FOUND, "NOT_FOUND", m),
-            InvoiceError::Store(s) => s.into(),
-            InvoiceError::Run(m) => {
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "BILL_RUN_FAILED", m)
-            }
-        }
-    }
 }
 
 fn time(t: &DateTime<Utc>) -> String {
@@ -541,7 +497,7 @@ async fn hourly(
 ) -> Result<Json<Value>, ApiError> {
     let rows = state
         .usage
-        .last_24_hours(tenant.id, q.customer, Utc::now())
+        .last_24_hours(tenant.id, q.customer, state.usage.now())
         .await?;
     Ok(Json(json!({
         "hours": rows.iter().map(|h| json!({
@@ -599,7 +555,7 @@ async fn entitlement(
 ) -> Result<Json<Value>, ApiError> {
     let e = state
         .usage
-        .entitlement(tenant.id, &q.customer, &q.meter, Utc::now())
+        .entitlement(tenant.id, &q.customer, &q.meter, state.usage.now())
         .await?
         .ok_or_else(|| {
             ApiError::new(

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::sync::Arc;
 
+use aforo_crds::clock::{Clock, SystemClock};
 use aforo_crds::compile::CatalogSnapshot;
 use aforo_store::context::ContextCache;
 use aforo_store::{HourRow, RevenueQuery, Store, StoreError};
@@ -40,11 +41,27 @@ pub struct CohortRow {
 pub struct UsageApi {
     store: Arc<dyn Store>,
     context: Arc<ContextCache>,
+    clock: Arc<dyn Clock>,
 }
 
 impl UsageApi {
     pub fn new(store: Arc<dyn Store>, context: Arc<ContextCache>) -> Self {
-        UsageApi { store, context }
+        UsageApi {
+            store,
+            context,
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// The same API on another clock.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// What "this period" and "the last 24 hours" are measured from.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
     }
 
     /// The entitlement of `customer` to `meter` at `now`, or `None` when no

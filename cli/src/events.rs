@@ -72,7 +72,7 @@ pub struct TailArgs {
     #[arg(long)]
     from_start: bool,
     /// Poll interval.
-    #[arg(long, default_value = "1s", value_parser = aforo_ingest::duration::parse)]
+    #[arg(long, default_value = "1s", value_parser = aforo_crds::duration::parse)]
     interval: Duration,
     /// Print each event as a JSON line.
     #[arg(long)]

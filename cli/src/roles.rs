@@ -433,7 +433,7 @@ pub struct BillingRoleArgs {
     /// Close each gRPC connection after this long (after a grace period for
     /// calls in flight), so that clients reconnect and spread over the
     /// replicas there are now, e.g. `5m`. Default: connections live on.
-    #[arg(long, env = "AFORO_GRPC_MAX_CONNECTION_AGE", value_parser = aforo_ingest::duration::parse)]
+    #[arg(long, env = "AFORO_GRPC_MAX_CONNECTION_AGE", value_parser = aforo_crds::duration::parse)]
     grpc_max_connection_age: Option<Duration>,
     #[command(flatten)]
     billing: crate::billing::BillingArgs,

@@ -20,8 +20,10 @@
 
 pub mod canonical;
 pub mod catalog;
+pub mod clock;
 pub mod compile;
 pub mod currency;
+pub mod duration;
 pub mod event;
 pub mod validate;
 

@@ -436,11 +436,8 @@ fn webhook_source(spec: &WebhookSourceSpec, report: &mut Report<'_>) {
             format!("{url:?} is not an http:// or https:// URL"),
         );
     }
-    if !tolerance_is_valid(&spec.tolerance) {
-        report.error(
-            "spec.tolerance",
-            format!("{:?} is not a duration like 300s, 5m or 1h", spec.tolerance),
-        );
+    if let Err(reason) = crate::duration::parse(&spec.tolerance) {
+        report.error("spec.tolerance", reason);
     }
     for (i, m) in spec.mappings.iter().enumerate() {
         let at = format!("spec.mappings[{i}]");
@@ -464,16 +461,4 @@ fn webhook_source(spec: &WebhookSourceSpec, report: &mut Report<'_>) {
             report.rfc9535_path(&format!("{at}.properties.{name}"), path);
         }
     }
-}
-
-/// `<whole number><s|m|h>`, as the schema's pattern says.
-fn tolerance_is_valid(text: &str) -> bool {
-    let Some(unit) = text.chars().last() else {
-        return false;
-    };
-    let digits = &text[..text.len() - unit.len_utf8()];
-    matches!(unit, 's' | 'm' | 'h')
-        && !digits.is_empty()
-        && digits.chars().all(|c| c.is_ascii_digit())
-        && digits.parse::<u32>().is_ok()
 }

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use aforo_crds::catalog::{Meter, MeteringPipeline, RatePlan, yaml_documents};
+use aforo_crds::catalog::{Meter, MeteringPipeline, RatePlan, WebhookSource, yaml_documents};
 use aforo_kubetest::ControlPlane;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::Resource;
@@ -242,6 +242,44 @@ async fn an_anchor_day_up_to_the_31st_is_admitted_and_the_32nd_is_not() {
         "{}",
         status.message
     );
+}
+
+#[tokio::test]
+async fn a_tolerance_is_admitted_by_the_grammar_aforo_apply_reads() {
+    let (control_plane, namespace) = ControlPlane::shared_with(&chart_crds(), "tolerance").await;
+    let sources =
+        Api::<WebhookSource>::namespaced(control_plane.client().expect("a client"), &namespace);
+    let source = |name: &str, tolerance: &str| -> WebhookSource {
+        typed(
+            name,
+            &namespace,
+            json!({
+                "provider": "stripe", "secretRef": {"name": "s", "key": "k"},
+                "tolerance": tolerance,
+                "mappings": [{"customer": "$.data.object.customer", "type": "payment"}]
+            }),
+        )
+    };
+    for (name, tolerance) in [("two-days", "2d"), ("millis", "1500ms")] {
+        sources
+            .create(&PostParams::default(), &source(name, tolerance))
+            .await
+            .unwrap_or_else(|e| panic!("{tolerance} was refused: {e}"));
+        assert!(aforo_crds::duration::parse(tolerance).is_ok());
+    }
+    for tolerance in ["1h30m", "5"] {
+        let status = invalid(
+            sources
+                .create(&PostParams::default(), &source("refused", tolerance))
+                .await,
+        );
+        assert!(
+            status.message.contains("spec.tolerance"),
+            "{}",
+            status.message
+        );
+        assert!(aforo_crds::duration::parse(tolerance).is_err());
+    }
 }
 
 #[tokio::test]

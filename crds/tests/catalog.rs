@@ -311,6 +311,27 @@ fn webhook_mappings_must_be_rfc_9535_jsonpaths() {
 }
 
 #[test]
+fn a_tolerance_is_read_with_the_one_duration_grammar() {
+    for (tolerance, reason) in [
+        ("1h30m", "unknown unit"),
+        ("5", "no unit"),
+        (" 5m", "whole number"),
+    ] {
+        let broken = edited("WebhookSource", "stripe-payments", |v| {
+            v["spec"]["tolerance"] = json!(tolerance)
+        });
+        assert_error(&broken, "WebhookSource/stripe-payments: spec.tolerance: ");
+        assert_error(&broken, reason);
+    }
+    for tolerance in ["300s", "5m", "1h", "2d", "1500ms"] {
+        let errors = errors_of(&edited("WebhookSource", "stripe-payments", |v| {
+            v["spec"]["tolerance"] = json!(tolerance)
+        }));
+        assert!(errors.is_empty(), "{tolerance}: {errors:#?}");
+    }
+}
+
+#[test]
 fn an_hmac_source_names_its_signature_header() {
     let broken = edited("WebhookSource", "stripe-payments", |v| {
         v["spec"]["provider"] = json!("hmac");

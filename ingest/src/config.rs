@@ -9,7 +9,7 @@ use crate::committer::CommitterConfig;
 use crate::gates::{GateConfig, SchemaLimits};
 
 fn duration(text: &str) -> Result<Duration, String> {
-    crate::duration::parse(text)
+    aforo_crds::duration::parse(text)
 }
 
 #[derive(Args, Clone, Debug)]

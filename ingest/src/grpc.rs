@@ -16,7 +16,7 @@ use crate::committer::CommitError;
 use crate::config::RequestLimits;
 use crate::decode;
 use crate::pipeline::{BatchOutcome, Ingestor, Status as OutcomeStatus};
-use aforo_store::auth::{AuthError, Authenticator};
+use aforo_store::auth::Authenticator;
 
 /// Batches of one stream processed at once; answers may come out of order.
 const STREAM_IN_FLIGHT: usize = 8;
@@ -38,15 +38,7 @@ impl IngestGrpc {
     }
 
     async fn tenant<T>(&self, request: &Request<T>) -> Result<Tenant, Status> {
-        let header = request
-            .metadata()
-            .get("authorization")
-            .map(|v| {
-                v.to_str()
-                    .map_err(|_| Status::unauthenticated(AuthError::Malformed.to_string()))
-            })
-            .transpose()?;
-        self.auth.authenticate(header).await.map_err(auth_status)
+        aforo_api::authenticate_grpc(&self.auth, request.metadata()).await
     }
 
     async fn handle(
@@ -71,15 +63,6 @@ impl IngestGrpc {
             .await
             .map_err(commit_status)?;
         Ok(to_response(request.batch_id, outcome))
-    }
-}
-
-pub fn auth_status(err: AuthError) -> Status {
-    match err {
-        AuthError::Store(e) => {
-            Status::unavailable(format!("cannot check the API key now; retry: {e}"))
-        }
-        other => Status::unauthenticated(other.to_string()),
     }
 }
 

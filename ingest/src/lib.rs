@@ -19,11 +19,10 @@
 //! its billing context and computes its exact marginal revenue.
 
 pub mod batches;
-pub mod clock;
+pub use aforo_crds::clock;
 pub mod committer;
 pub mod config;
 pub mod decode;
-pub mod duration;
 pub mod enrich;
 pub mod gates;
 pub mod grpc;

@@ -83,9 +83,10 @@ pub struct WebhookSourceSpec {
     pub provider: Provider,
     /// The signing secret (or, for SendGrid, the public key).
     pub secret_ref: SecretKeyRef,
-    /// How old a timestamped delivery may be, e.g. "5m".
+    /// How old (or how far ahead) a timestamped delivery may be: a whole
+    /// number and a unit, us, ms, s, m, h or d, e.g. "300s" or "5m".
     #[serde(default = "default_tolerance")]
-    #[schemars(regex(pattern = r"^[0-9]+(s|m|h)$"))]
+    #[schemars(pattern(crate::duration::PATTERN))]
     pub tolerance: String,
     /// The URL the provider calls, when a proxy changes it (Twilio signs the URL).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -57,6 +57,8 @@ use verify::{Delivery, Scheme, VerifyError};
 pub enum DeliveryRejection {
     UnknownSource,
     SecretUnavailable,
+    /// The source's declaration cannot be used (e.g. an unreadable tolerance).
+    SourceInvalid,
     SignatureMissing,
     SignatureInvalid,
     TimestampStale,
@@ -70,6 +72,7 @@ impl DeliveryRejection {
         match self {
             DeliveryRejection::UnknownSource => "WEBHOOK_UNKNOWN_SOURCE",
             DeliveryRejection::SecretUnavailable => "WEBHOOK_SECRET_UNAVAILABLE",
+            DeliveryRejection::SourceInvalid => "WEBHOOK_SOURCE_INVALID",
             DeliveryRejection::SignatureMissing => "WEBHOOK_SIGNATURE_MISSING",
             DeliveryRejection::SignatureInvalid => "WEBHOOK_SIGNATURE_INVALID",
             DeliveryRejection::TimestampStale => "WEBHOOK_TIMESTAMP_STALE",
@@ -339,7 +342,10 @@ impl Intake<'_> {
             outcome,
             why.as_str(),
         );
-        if why == DeliveryRejection::SecretUnavailable {
+        if matches!(
+            why,
+            DeliveryRejection::SecretUnavailable | DeliveryRejection::SourceInvalid
+        ) {
             tracing::error!(
                 namespace = %self.namespace,
                 source = %self.source,
@@ -416,10 +422,21 @@ async fn receive(
                 .await;
         }
     };
-    let tolerance = crate::duration::parse(&spec.tolerance)
-        .ok()
-        .and_then(|d| chrono::Duration::from_std(d).ok())
-        .unwrap_or_else(|| chrono::Duration::minutes(5));
+    // The catalog was validated with the same grammar, so this fails only
+    // for a catalog stored by something else; the delivery is then kept for
+    // review, never verified against a tolerance nobody declared.
+    let tolerance = match aforo_crds::duration::parse(&spec.tolerance)
+        .map_err(|e| format!("spec.tolerance: {e}"))
+        .and_then(|d| {
+            chrono::Duration::from_std(d).map_err(|_| "spec.tolerance is too long".to_owned())
+        }) {
+        Ok(tolerance) => tolerance,
+        Err(message) => {
+            return intake
+                .reject(DeliveryRejection::SourceInvalid, message, body)
+                .await;
+        }
+    };
     let scheme = Scheme {
         provider: spec.provider,
         secret: &secret,
@@ -603,6 +620,7 @@ mod tests {
         for why in [
             DeliveryRejection::UnknownSource,
             DeliveryRejection::SecretUnavailable,
+            DeliveryRejection::SourceInvalid,
             DeliveryRejection::SignatureMissing,
             DeliveryRejection::SignatureInvalid,
             DeliveryRejection::TimestampStale,

@@ -1,5 +1,8 @@
-//! Time, injected: the gates never read the system clock themselves, so tests
-//! can stand exactly on a boundary.
+//! Time, injected: the gates, the bill run's defaults and the usage queries
+//! never read the system clock themselves, so tests can stand exactly on a
+//! boundary (a period's last microsecond, midnight). Records of when things
+//! happened (a row's `created_at`, a signature's timestamp) keep the
+//! machine's clock.
 
 use std::sync::Mutex;
 

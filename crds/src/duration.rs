@@ -1,10 +1,16 @@
-//! Durations as people write them in flags: `500us`, `250ms`, `90s`, `5m`, `24h`, `90d`.
+//! Durations as people write them, in flags and in manifests alike: `500us`,
+//! `250ms`, `90s`, `5m`, `24h`, `90d`. One grammar: the flags of every role,
+//! the catalog's validation (a WebhookSource's `tolerance`) and the webhook
+//! receiver all parse with [`parse`], so what `aforo apply` accepts is what
+//! the receiver reads, and the CRD's pattern ([`PATTERN`]) says the same.
 
 use std::time::Duration;
 
-/// Parses `<integer><unit>` with unit one of ms, s, m, h, d.
+/// The grammar as a regular expression, for the CRD schema.
+pub const PATTERN: &str = r"^[0-9]+(us|ms|s|m|h|d)$";
+
+/// Parses `<integer><unit>` with unit one of us, ms, s, m, h, d.
 pub fn parse(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
     let split = text
         .find(|c: char| !c.is_ascii_digit())
         .ok_or_else(|| format!("{text:?} has no unit; write e.g. 5m, 24h or 90d"))?;
@@ -46,6 +52,8 @@ mod tests {
     #[test]
     fn says_what_is_wrong() {
         assert!(parse("5").unwrap_err().contains("no unit"));
+        assert!(parse(" 5m").unwrap_err().contains("whole number"));
+        assert!(parse("1h30m").unwrap_err().contains("unknown unit"));
         assert!(parse("5y").unwrap_err().contains("unknown unit"));
         assert!(parse("m").unwrap_err().contains("whole number"));
     }
