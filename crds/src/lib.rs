@@ -12,6 +12,11 @@
 //! [`compile`] turns a set of resources into one canonical, content-hashed,
 //! effective-dated snapshot.
 //!
+//! Two small things every part shares: [`clock`], the injected notion of
+//! "now" (gates, bill-run defaults and usage queries never read the system
+//! clock themselves), and [`duration`], the one grammar for durations in
+//! flags and manifests.
+//!
 //! Nothing here does I/O: these are values and pure functions over them.
 
 // kube's `printcolumn(name = …, type_ = …)` attributes repeat key names by
