@@ -224,7 +224,8 @@ async fn a_plan_change_over_rest_prices_the_next_event_by_the_new_plan_at_once()
     let dir = tempfile::tempdir().unwrap();
     let catalog = examples_with(dir.path(), |plans| {
         format!(
-            "{plans}---\napiVersion: aforo.io/v1alpha1\nkind: RatePlan\nmetadata:\n  name: translation-flat\n  namespace: default\nspec:\n  productRef: translation-api\n  currency: EUR\n  billingPeriod: MONTHLY\n  effectiveFrom: \"2026-01-01T00:00:00Z\"\n  charges:\n    - meter: translation-characters\n      perUnit:\n        unitPrice: \"0.01\"\n"
+            "{plans}---\napiVersion: aforo.io/v1alpha1\nkind: RatePlan\nmetadata:\n  name: translation-flat\n  namespace: default\nspec:\n  productRef: translation-api\n  currency: EUR\n  billingPeriod: MONTHLY\n  effectiveFrom: \"{}\"\n  charges:\n    - meter: translation-characters\n      perUnit:\n        unitPrice: \"0.01\"\n",
+            rfc3339(months.start(1))
         )
     });
     let http = server.http.clone();

@@ -202,6 +202,33 @@ async fn alter_event(server: &Server, stored_id: &str) {
     }
 }
 
+/// Applies `catalog`, creates the customer acme and subscribes it from
+/// `start` with `subscription` (`--plan …` and any further flags).
+async fn catalog_and_acme(
+    server: &Server,
+    catalog: &std::path::Path,
+    subscription: &[&str],
+    start: DateTime<Utc>,
+) {
+    ok(server, &["apply", "-f", catalog.to_str().unwrap()]).await;
+    ok(
+        server,
+        &["customers", "create", "--id", "acme", "--name", "acme"],
+    )
+    .await;
+    let start = rfc3339(start);
+    let mut args = vec![
+        "subscriptions",
+        "create",
+        "--customer",
+        "acme",
+        "--start",
+        &start,
+    ];
+    args.extend_from_slice(subscription);
+    ok(server, &args).await;
+}
+
 async fn bill_run_end_to_end(backend: Backend) {
     let dir = tempfile::tempdir().unwrap();
     let tax = dir.path().join("tax.yaml");
@@ -605,26 +632,11 @@ async fn invoices_are_served_over_grpc() {
         let from = set_first(&plans, "validFrom", &rfc3339(months.start(3)));
         set_first(&from, "validUntil", &rfc3339(months.start(-1)))
     });
-    ok(&server, &["apply", "-f", catalog.to_str().unwrap()]).await;
-    ok(
+    catalog_and_acme(
         &server,
-        &["customers", "create", "--id", "acme", "--name", "acme"],
-    )
-    .await;
-    ok(
-        &server,
-        &[
-            "subscriptions",
-            "create",
-            "--customer",
-            "acme",
-            "--plan",
-            "ai-agents-usage",
-            "--start",
-            &rfc3339(months.start(2)),
-            "--anchor-day",
-            "1",
-        ],
+        &catalog,
+        &["--plan", "ai-agents-usage", "--anchor-day", "1"],
+        months.start(2),
     )
     .await;
     let mut client = InvoiceServiceClient::connect(server.grpc.clone())
@@ -711,24 +723,11 @@ async fn a_plan_anchored_on_the_31st_starts_short_months_periods_on_their_last_d
             1,
         )
     });
-    ok(&server, &["apply", "-f", catalog.to_str().unwrap()]).await;
-    ok(
+    catalog_and_acme(
         &server,
-        &["customers", "create", "--id", "acme", "--name", "acme"],
-    )
-    .await;
-    ok(
-        &server,
-        &[
-            "subscriptions",
-            "create",
-            "--customer",
-            "acme",
-            "--plan",
-            "translation-pro",
-            "--start",
-            &rfc3339(months.start(4)),
-        ],
+        &catalog,
+        &["--plan", "translation-pro"],
+        months.start(4),
     )
     .await;
     // Every period that ended by the first of this month: the one the
