@@ -1,6 +1,9 @@
 //! Batch uploads end to end: `aforo batch upload` streaming a file to a real
 //! `aforo standalone` on SQLite and PostgreSQL, whose request bodies are
 //! capped far below the file's size, so the upload can only work streamed.
+//!
+//! Dates: relative to now (the gates measure from the server's clock);
+//! nothing depends on a period.
 
 mod common;
 

@@ -1,6 +1,8 @@
 //! Acked means durable: SIGKILL the server in the middle of a load, restart
 //! it, resend everything with the same ids, and find every event exactly
 //! once, including every event acknowledged before the kill.
+//!
+//! Dates: relative to now; nothing depends on a period.
 
 mod common;
 

@@ -1,5 +1,9 @@
 //! The spine, end to end: real `aforo standalone` processes on SQLite and on
 //! PostgreSQL, spoken to over REST, gRPC and by grpcurl.
+//!
+//! Dates: relative to now. The timestamp and late-arrival gates measure from
+//! the server's clock, so events are dated `now - 91 days`, `now - 2 days`,
+//! `now + 6 minutes`; nothing depends on a period.
 
 mod common;
 

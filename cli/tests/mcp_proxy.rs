@@ -3,6 +3,9 @@
 //! Streamable HTTP, with a real `aforo standalone` as the ingest target.
 //! Every tools/call must become exactly one event, and the client must see
 //! what it sees without the proxy.
+//!
+//! Dates: the proxy stamps each call with the time it saw it; nothing
+//! depends on a period.
 
 mod common;
 

@@ -4,6 +4,9 @@
 //! pipeline's billing Service in a cluster), and `aforo operator` itself.
 //!
 //! Needs kube-apiserver and etcd: `eval "$(scripts/controlplane.sh)"`.
+//!
+//! Dates: a price change takes effect next month ([`common::Months`]);
+//! nothing else depends on the day.
 
 mod common;
 

@@ -6,6 +6,9 @@
 //! @octokit/webhooks-methods, slack_sdk, twilio-python, standardwebhooks,
 //! and for SendGrid (whose SDK only verifies) `cryptography` as SendGrid
 //! documents it, checked with sendgrid-python's EventWebhook helper.
+//!
+//! Dates: relative to now. Signed timestamps are checked against the
+//! server's clock with the source's tolerance; nothing depends on a period.
 
 mod common;
 
