@@ -90,7 +90,7 @@ impl IntoResponse for ApiError {
 }
 
 /// The same error over gRPC: the status code that means what the HTTP one
-/// means, the message with its stable code in front.
+/// means, and the same message.
 impl From<ApiError> for tonic::Status {
     fn from(e: ApiError) -> Self {
         use tonic::Code;

@@ -35,10 +35,14 @@ pub async fn authenticate(
     auth: &Authenticator,
     headers: &axum::http::HeaderMap,
 ) -> Result<Tenant, ApiError> {
-    let header = headers
-        .get(header::AUTHORIZATION)
-        .map(|v| v.to_str().map_err(|_| AuthError::Malformed))
-        .transpose()?;
+    let header = headers.get(header::AUTHORIZATION).map(|v| v.to_str().ok());
+    tenant_of(auth, header).await
+}
+
+/// The tenant of an `authorization` value: absent, not text (`None`
+/// inside), or a key to check.
+async fn tenant_of(auth: &Authenticator, header: Option<Option<&str>>) -> Result<Tenant, ApiError> {
+    let header = header.map(|v| v.ok_or(AuthError::Malformed)).transpose()?;
     Ok(auth.authenticate(header).await?)
 }
 
@@ -51,12 +55,8 @@ pub async fn authenticate_grpc(
 ) -> Result<Tenant, tonic::Status> {
     let header = metadata
         .get(header::AUTHORIZATION.as_str())
-        .map(|v| v.to_str().map_err(|_| AuthError::Malformed))
-        .transpose()
-        .map_err(|e| tonic::Status::from(ApiError::from(e)))?;
-    auth.authenticate(header)
-        .await
-        .map_err(|e| ApiError::from(e).into())
+        .map(|v| v.to_str().ok());
+    tenant_of(auth, header).await.map_err(Into::into)
 }
 
 /// A JSON body; a wrong content type (415), unreadable JSON (400) or JSON
@@ -102,9 +102,7 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = axum::body::Bytes::from_request(req, state)
-            .await
-            .map_err(|e| ApiError::new(e.status(), "MALFORMED_BODY", e.body_text()))?;
+        let bytes = body_bytes(req, state).await?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(MaybeJson(None));
         }
@@ -125,6 +123,16 @@ where
     }
 }
 
+/// The whole body (axum's size limit applies), or why not, in the envelope.
+async fn body_bytes<S: Send + Sync>(
+    req: Request,
+    state: &S,
+) -> Result<axum::body::Bytes, ApiError> {
+    axum::body::Bytes::from_request(req, state)
+        .await
+        .map_err(|e| ApiError::new(e.status(), "MALFORMED_BODY", e.body_text()))
+}
+
 /// A text body (CSV, for one); one too large or not UTF-8 is answered in
 /// the envelope.
 #[derive(Clone, Debug, Default)]
@@ -137,9 +145,7 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let bytes = axum::body::Bytes::from_request(req, state)
-            .await
-            .map_err(|e| ApiError::new(e.status(), "MALFORMED_BODY", e.body_text()))?;
+        let bytes = body_bytes(req, state).await?;
         String::from_utf8(bytes.to_vec()).map(ApiText).map_err(|e| {
             ApiError::new(
                 axum::http::StatusCode::BAD_REQUEST,

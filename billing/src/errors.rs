@@ -44,7 +44,7 @@ impl From<InvoiceError> for ApiError {
     fn from(e: InvoiceError) -> Self {
         match e {
             InvoiceError::Invalid(m) => ApiError::invalid(m),
-            InvoiceError::NotFound(m) => ApiError::new(StatusCode::NOT_FOUND, "NOT_FOUND", m),
+            InvoiceError::NotFound(m) => ApiError::not_found(m),
             InvoiceError::Store(s) => s.into(),
             InvoiceError::Run(m) => {
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "BILL_RUN_FAILED", m)

@@ -103,10 +103,6 @@ impl FromRef<BillingState> for Authenticator {
     }
 }
 
-fn invalid(message: impl Into<String>) -> ApiError {
-    ApiError::invalid(message)
-}
-
 fn time(t: &DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
@@ -152,13 +148,11 @@ async fn latest(
     State(state): State<BillingState>,
     Authed(tenant): Authed,
 ) -> Result<Json<Value>, ApiError> {
-    let v = state.catalog.get(tenant.id, None).await?.ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "NOT_FOUND",
-            "no catalog has been applied yet",
-        )
-    })?;
+    let v = state
+        .catalog
+        .get(tenant.id, None)
+        .await?
+        .ok_or_else(|| ApiError::not_found("no catalog has been applied yet"))?;
     Ok(Json(version_json(&v, true)))
 }
 
@@ -177,24 +171,14 @@ async fn version(
     Authed(tenant): Authed,
     ApiPath(version): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let n: i64 = version.parse().map_err(|_| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "INVALID_PATH",
-            format!("{version:?} is not a version number"),
-        )
-    })?;
+    let n: i64 = version
+        .parse()
+        .map_err(|_| ApiError::bad_path(format!("{version:?} is not a version number")))?;
     let v = state
         .catalog
         .get(tenant.id, Some(n))
         .await?
-        .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                "NOT_FOUND",
-                format!("no catalog version {n}"),
-            )
-        })?;
+        .ok_or_else(|| ApiError::not_found(format!("no catalog version {n}")))?;
     Ok(Json(version_json(&v, true)))
 }
 
@@ -273,13 +257,11 @@ async fn customer(
     Authed(tenant): Authed,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let c = state.store.customer(tenant.id, &id).await?.ok_or_else(|| {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "NOT_FOUND",
-            format!("no customer {id:?}"),
-        )
-    })?;
+    let c = state
+        .store
+        .customer(tenant.id, &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no customer {id:?}")))?;
     Ok(Json(customer_json(&c)))
 }
 
@@ -288,7 +270,7 @@ async fn import_customers(
     Authed(tenant): Authed,
     ApiText(body): ApiText,
 ) -> Result<Json<Value>, ApiError> {
-    let rows = customers::read_csv(&body).map_err(invalid)?;
+    let rows = customers::read_csv(&body).map_err(ApiError::invalid)?;
     let (mut created, mut updated, mut failed) = (0, 0, 0);
     let mut results = Vec::new();
     for row in rows {
@@ -350,7 +332,6 @@ async fn create_subscription(
     Authed(tenant): Authed,
     ApiJson(body): ApiJson<SubscriptionBody>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let b = body;
     // Through the business-data service, as gRPC does: it checks the input,
     // and drops the customer's cached context and requeues its waiting
     // events once the subscription is stored.
@@ -359,11 +340,11 @@ async fn create_subscription(
         .create_subscription(
             tenant.id,
             &SubscriptionInput {
-                customer: b.customer,
-                rate_plan: b.rate_plan,
-                starts_at: b.starts_at,
-                ends_at: b.ends_at,
-                billing_anchor_day: b.billing_anchor_day,
+                customer: body.customer,
+                rate_plan: body.rate_plan,
+                starts_at: body.starts_at,
+                ends_at: body.ends_at,
+                billing_anchor_day: body.billing_anchor_day,
             },
         )
         .await?;
@@ -401,13 +382,9 @@ async fn change_plan(
     ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<PlanChange>,
 ) -> Result<Json<Value>, ApiError> {
-    let id: Uuid = id.parse().map_err(|_| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "INVALID_PATH",
-            format!("{id:?} is not a subscription id"),
-        )
-    })?;
+    let id: Uuid = id
+        .parse()
+        .map_err(|_| ApiError::bad_path(format!("{id:?} is not a subscription id")))?;
     // Through the business-data service: the next event is priced by the
     // new plan at once, not when a cached context expires.
     let sub = state
@@ -464,13 +441,9 @@ async fn event_revenue(
     Authed(tenant): Authed,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let id: Uuid = id.parse().map_err(|_| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "INVALID_PATH",
-            format!("{id:?} is not a stored event id"),
-        )
-    })?;
+    let id: Uuid = id
+        .parse()
+        .map_err(|_| ApiError::bad_path(format!("{id:?} is not a stored event id")))?;
     let lines = state.store.ledger_of(tenant.id, &[id]).await?;
     Ok(Json(json!({
         "lines": lines.iter().map(|l| json!({
@@ -558,14 +531,10 @@ async fn entitlement(
         .entitlement(tenant.id, &q.customer, &q.meter, state.usage.now())
         .await?
         .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                "NOT_FOUND",
-                format!(
-                    "{:?} has no subscription that charges meter {:?} now",
-                    q.customer, q.meter
-                ),
-            )
+            ApiError::not_found(format!(
+                "{:?} has no subscription that charges meter {:?} now",
+                q.customer, q.meter
+            ))
         })?;
     Ok(Json(json!({
         "customer": e.customer,
@@ -584,7 +553,7 @@ fn parse_time(field: &str, value: &Option<String>) -> Result<Option<DateTime<Utc
         .map(|v| {
             DateTime::parse_from_rfc3339(v)
                 .map(|t| t.with_timezone(&Utc))
-                .map_err(|_| invalid(format!("{field} {v:?} is not an RFC 3339 time")))
+                .map_err(|_| ApiError::invalid(format!("{field} {v:?} is not an RFC 3339 time")))
         })
         .transpose()
 }
@@ -594,7 +563,7 @@ fn parse_uuid(field: &str, value: &Option<String>) -> Result<Option<Uuid>, ApiEr
         .as_deref()
         .map(|v| {
             v.parse()
-                .map_err(|_| invalid(format!("{field} {v:?} is not an id")))
+                .map_err(|_| ApiError::invalid(format!("{field} {v:?} is not an id")))
         })
         .transpose()
 }
@@ -661,7 +630,7 @@ async fn replay_period(
     ApiJson(body): ApiJson<ReplayBody>,
 ) -> Result<Json<Value>, ApiError> {
     let period = parse_time("period_start", &Some(body.period_start.clone()))?
-        .ok_or_else(|| invalid("period_start is required"))?;
+        .ok_or_else(|| ApiError::invalid("period_start is required"))?;
     let results = state
         .invoices
         .replay(
@@ -810,7 +779,9 @@ async fn audit_export(
             })?;
             Ok(([(header::CONTENT_TYPE, "text/csv; charset=utf-8")], body).into_response())
         }
-        other => Err(invalid(format!("format {other:?} is not json or csv"))),
+        other => Err(ApiError::invalid(format!(
+            "format {other:?} is not json or csv"
+        ))),
     }
 }
 
@@ -829,7 +800,8 @@ async fn add_discount(
     ApiPath(id): ApiPath<String>,
     ApiJson(body): ApiJson<DiscountBody>,
 ) -> Result<Json<Value>, ApiError> {
-    let sub = parse_uuid("subscription", &Some(id))?.ok_or_else(|| invalid("no subscription"))?;
+    let sub = parse_uuid("subscription", &Some(id))?
+        .ok_or_else(|| ApiError::invalid("no subscription"))?;
     let d = state
         .invoices
         .add_discount(
@@ -870,7 +842,7 @@ async fn event_proof(
     Authed(tenant): Authed,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let event = parse_uuid("event", &Some(id))?.ok_or_else(|| invalid("no event"))?;
+    let event = parse_uuid("event", &Some(id))?.ok_or_else(|| ApiError::invalid("no event"))?;
     let proof = state.invoices.proof(tenant.id, event).await?;
     Ok(Json(serde_json::to_value(&proof).unwrap_or_default()))
 }
