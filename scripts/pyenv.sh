@@ -6,8 +6,8 @@
 #
 #   eval "$(scripts/pyenv.sh)"
 #
-# Python packages (pinned in tests/webhooks/requirements.txt and
-# tests/mcp/requirements.txt) go into a virtualenv under
+# Python packages (pinned in tests/webhooks/requirements.txt,
+# tests/mcp/requirements.txt and tests/openapi/requirements.txt) go into a virtualenv under
 # $AFORO_CACHE_DIR/venv; GitHub's JavaScript signer (pinned in
 # tests/webhooks/package.json) under $AFORO_CACHE_DIR/node. Each is
 # reinstalled only when its pin files change.
@@ -30,7 +30,7 @@ stamp_of() { sha256sum "$1" | cut -d' ' -f1; }
 
 python_env() {
   local want
-  want=$(cat tests/webhooks/requirements.txt tests/mcp/requirements.txt | sha256sum | cut -d' ' -f1)
+  want=$(cat tests/webhooks/requirements.txt tests/mcp/requirements.txt tests/openapi/requirements.txt | sha256sum | cut -d' ' -f1)
   if [ -x "$VENV/bin/python" ] && [ "$(cat "$VENV/.aforo-stamp" 2>/dev/null)" = "$want" ]; then
     return
   fi
@@ -39,9 +39,10 @@ python_env() {
     log "creating a virtualenv in $VENV"
     python3 -m venv "$VENV" >&2 || { apt_install python3-venv && python3 -m venv "$VENV" >&2; }
   fi
-  log "installing tests/webhooks/requirements.txt and tests/mcp/requirements.txt"
+  log "installing tests/webhooks/requirements.txt, tests/mcp/requirements.txt and tests/openapi/requirements.txt"
   "$VENV/bin/pip" install -q --disable-pip-version-check \
-    -r tests/webhooks/requirements.txt -r tests/mcp/requirements.txt >&2
+    -r tests/webhooks/requirements.txt -r tests/mcp/requirements.txt \
+    -r tests/openapi/requirements.txt >&2
   echo "$want" >"$VENV/.aforo-stamp"
 }
 
@@ -64,4 +65,5 @@ python_env
 node_env
 echo "export AFORO_WEBHOOK_PYTHON=$VENV/bin/python"
 echo "export AFORO_MCP_PYTHON=$VENV/bin/python"
+echo "export AFORO_OPENAPI_PYTHON=$VENV/bin/python"
 echo "export AFORO_WEBHOOK_NODE_PREFIX=$NODE_PREFIX"

@@ -13,6 +13,8 @@
 
 mod error;
 mod extract;
+pub mod openapi;
+pub mod v1;
 
 pub use error::ApiError;
 pub use extract::{

@@ -39,8 +39,33 @@ impl BusinessData {
         }
     }
 
-    pub fn store(&self) -> &Arc<dyn Store> {
-        &self.store
+    /// One page of customers by external id, after `after`. `limit` is
+    /// clamped to 1..=[`aforo_store::MAX_PAGE_SIZE`]; the page is full
+    /// when there may be more.
+    pub async fn customers(
+        &self,
+        tenant: Uuid,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<(Vec<Customer>, u32), StoreError> {
+        let limit = limit.clamp(1, aforo_store::MAX_PAGE_SIZE);
+        Ok((
+            self.store.list_customers(tenant, after, limit).await?,
+            limit,
+        ))
+    }
+
+    pub async fn customer(&self, tenant: Uuid, id: &str) -> Result<Option<Customer>, StoreError> {
+        self.store.customer(tenant, id).await
+    }
+
+    /// Subscriptions with their phases, of one customer or all.
+    pub async fn subscriptions(
+        &self,
+        tenant: Uuid,
+        customer: Option<&str>,
+    ) -> Result<Vec<Subscription>, StoreError> {
+        self.store.subscriptions(tenant, customer).await
     }
 
     pub async fn upsert_customer(

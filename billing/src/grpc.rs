@@ -266,7 +266,6 @@ impl CustomerService for CustomerGrpc {
         let id = request.into_inner().id;
         let c = self
             .business
-            .store()
             .customer(tenant, &id)
             .await
             .map_err(store_status)?
@@ -280,15 +279,14 @@ impl CustomerService for CustomerGrpc {
     ) -> Result<Response<pb::ListCustomersResponse>, Status> {
         let tenant = tenant(&self.auth, &request).await?;
         let r = request.into_inner();
-        let limit = match r.limit {
-            0 => 100,
-            n => n.min(aforo_store::MAX_PAGE_SIZE),
-        };
         let after = non_empty(r.after);
-        let page = self
+        let (page, limit) = self
             .business
-            .store()
-            .list_customers(tenant, after.as_deref(), limit)
+            .customers(
+                tenant,
+                after.as_deref(),
+                if r.limit == 0 { 100 } else { r.limit },
+            )
             .await
             .map_err(store_status)?;
         let next_cursor = if page.len() as u32 >= limit {
@@ -339,7 +337,6 @@ impl CustomerService for CustomerGrpc {
         let customer = non_empty(request.into_inner().customer);
         let subs = self
             .business
-            .store()
             .subscriptions(tenant, customer.as_deref())
             .await
             .map_err(store_status)?;

@@ -12,7 +12,7 @@ use aforo_store::billing::{BillRunRecord, InvoiceQuery, StoredInvoice, Subscript
 use aforo_store::{Store, StoreError, StoredEvent, Tenant};
 use chrono::{DateTime, Duration, Utc};
 use rust_decimal::Decimal;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::{Mutex, watch};
 use uuid::Uuid;
 
@@ -45,7 +45,7 @@ impl From<RunError> for InvoiceError {
 }
 
 /// One event behind a line, with what the RevenueEstimator made of it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct LineEvent {
     pub stored_id: Uuid,
     pub id: String,
@@ -69,7 +69,7 @@ pub struct LineEvents {
 }
 
 /// Usage attribution of a line: its events by source and tier.
-#[derive(Clone, Debug, Default, Serialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Attribution {
     pub source: String,
     pub tier: String,
@@ -79,7 +79,7 @@ pub struct Attribution {
 }
 
 /// Where an event was billed, and the proof that it is in that line's root.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EventProof {
     pub event: Uuid,
     pub validation_hash: String,

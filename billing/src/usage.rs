@@ -124,6 +124,24 @@ impl UsageApi {
         }))
     }
 
+    /// Revenue, cost and events by (customer, meter, currency).
+    pub async fn revenue(
+        &self,
+        tenant: Uuid,
+        query: &RevenueQuery,
+    ) -> Result<Vec<aforo_store::RevenueRow>, StoreError> {
+        self.store.revenue(tenant, query).await
+    }
+
+    /// What each meter made of some stored events: their ledger rows.
+    pub async fn ledger_of(
+        &self,
+        tenant: Uuid,
+        events: &[Uuid],
+    ) -> Result<Vec<aforo_store::LedgerLine>, StoreError> {
+        self.store.ledger_of(tenant, events).await
+    }
+
     /// Revenue and cost per hour over the 24 hours up to `now`.
     pub async fn last_24_hours(
         &self,

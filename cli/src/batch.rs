@@ -106,7 +106,7 @@ pub async fn run(command: BatchCommand) -> anyhow::Result<ExitCode> {
             server,
         } => upload(file, format, results, server).await,
         BatchCommand::Show { id, server } => {
-            let batch = Client::new(&server)?
+            let batch: serde_json::Value = Client::new(&server)?
                 .get(&format!("/v1/batches/{id}"), &[])
                 .await?;
             println!("{}", serde_json::to_string_pretty(&batch)?);

@@ -6,12 +6,18 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
+use aforo_api::v1::bill_runs::{BillRunRequest, ReplayRequest};
+use aforo_api::v1::invoices::InvoiceSummary;
+use aforo_api::v1::{Page, time};
 use aforo_billing::billrun::audit::{AuditExport, verify};
 use aforo_billing::billrun::runner::BillRunConfig;
+use aforo_billing::billrun::runner::RunReport;
 use aforo_billing::billrun::{RoutingConfig, TaxTable};
+use aforo_billing::rest::{BillRun, Replay};
 use anyhow::{Context, bail};
+use chrono::{DateTime, Utc};
 use clap::{Args, Subcommand};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::client::{Client, Server};
 use crate::roles::StoreArgs;
@@ -149,8 +155,9 @@ pub enum InvoicesCommand {
     Events {
         invoice: String,
         line: u32,
-        #[arg(long, default_value_t = 0)]
-        offset: usize,
+        /// `next_cursor` of the previous page.
+        #[arg(long)]
+        after: Option<String>,
         #[arg(long, default_value_t = 100)]
         limit: usize,
         #[command(flatten)]
@@ -198,15 +205,15 @@ pub enum AuditCommand {
     },
 }
 
-fn time_arg(name: &str, value: &Option<String>) -> anyhow::Result<Option<String>> {
+fn time_arg(name: &str, value: &Option<String>) -> anyhow::Result<Option<DateTime<Utc>>> {
     Ok(match value.as_deref() {
         None => None,
-        Some("now") => Some(chrono::Utc::now().to_rfc3339()),
-        Some(v) => {
-            chrono::DateTime::parse_from_rfc3339(v)
-                .with_context(|| format!("--{name} {v:?} is not an RFC 3339 time"))?;
-            Some(v.to_owned())
-        }
+        Some("now") => Some(Utc::now()),
+        Some(v) => Some(
+            DateTime::parse_from_rfc3339(v)
+                .with_context(|| format!("--{name} {v:?} is not an RFC 3339 time"))?
+                .with_timezone(&Utc),
+        ),
     })
 }
 
@@ -218,46 +225,49 @@ pub async fn bill(command: BillCommand) -> anyhow::Result<ExitCode> {
             subscription,
             server,
         } => {
-            let body = json!({
-                "as_of": time_arg("as-of", &as_of)?,
-                "cutoff": time_arg("cutoff", &cutoff)?,
-                "subscription": subscription,
-            });
-            let r = Client::new(&server)?.post("/v1/bill-runs", &body).await?;
-            let invoiced = r["invoiced"].as_array().cloned().unwrap_or_default();
-            let failures = r["failures"].as_array().cloned().unwrap_or_default();
+            let body = BillRunRequest {
+                as_of: time_arg("as-of", &as_of)?,
+                cutoff: time_arg("cutoff", &cutoff)?,
+                subscription: subscription
+                    .as_deref()
+                    .map(|s| {
+                        s.parse()
+                            .with_context(|| format!("--subscription {s:?} is not an id"))
+                    })
+                    .transpose()?,
+            };
+            let r: RunReport = Client::new(&server)?.post("/v1/bill-runs", &body).await?;
             println!("NUMBER\tCUSTOMER\tPERIOD\tTOTAL");
-            for i in &invoiced {
+            for i in &r.invoiced {
                 println!(
                     "{}\t{}\t{}\t{} {}",
-                    i["number"].as_str().unwrap_or_default(),
-                    i["customer"].as_str().unwrap_or_default(),
-                    i["period_start"].as_str().unwrap_or_default(),
-                    i["total"].as_str().unwrap_or_default(),
-                    i["currency"].as_str().unwrap_or_default()
+                    i.number,
+                    i.customer,
+                    time::format(&i.period_start),
+                    i.total,
+                    i.currency
                 );
             }
-            for f in &failures {
+            for f in &r.failures {
                 eprintln!(
                     "failed: subscription {} ({}) period {} at {}: {}",
-                    f["subscription"].as_str().unwrap_or_default(),
-                    f["customer"].as_str().unwrap_or_default(),
-                    f["period_start"].as_str().unwrap_or_default(),
-                    f["stage"].as_str().unwrap_or_default(),
-                    f["reason"].as_str().unwrap_or_default()
+                    f.subscription,
+                    f.customer,
+                    time::format(&f.period_start),
+                    f.stage,
+                    f.reason
                 );
             }
-            let differences = r["differences"].as_array().map_or(0, Vec::len);
             eprintln!(
                 "{} invoiced, {} already invoiced, {} failed, {} reconciliation differences, {} events read (run {})",
-                invoiced.len(),
-                r["already_invoiced"],
-                failures.len(),
-                differences,
-                r["events_read"],
-                r["id"].as_str().unwrap_or_default()
+                r.invoiced.len(),
+                r.already_invoiced,
+                r.failures.len(),
+                r.differences.len(),
+                r.events_read,
+                r.id
             );
-            if !failures.is_empty() {
+            if !r.failures.is_empty() {
                 return Ok(ExitCode::FAILURE);
             }
         }
@@ -266,36 +276,45 @@ pub async fn bill(command: BillCommand) -> anyhow::Result<ExitCode> {
             subscription,
             server,
         } => {
-            time_arg("period", &Some(period.clone()))?;
-            let body = json!({"period_start": period, "subscription": subscription});
-            let r = Client::new(&server)?
+            let body = ReplayRequest {
+                period_start: time_arg("period", &Some(period.clone()))?
+                    .context("--period is required")?,
+                subscription: subscription
+                    .as_deref()
+                    .map(|s| {
+                        s.parse()
+                            .with_context(|| format!("--subscription {s:?} is not an id"))
+                    })
+                    .transpose()?,
+            };
+            let r: Replay = Client::new(&server)?
                 .post("/v1/bill-runs/replay", &body)
                 .await?;
-            for i in r["invoices"].as_array().into_iter().flatten() {
-                let verdict = if i["identical"] == true {
+            for i in &r.invoices {
+                let verdict = if i.identical {
                     "reproduced exactly"
                 } else {
                     "DIFFERS"
                 };
-                println!("{}\t{}", i["number"].as_str().unwrap_or_default(), verdict);
-                for d in i["differences"].as_array().into_iter().flatten() {
-                    println!("  {}", d.as_str().unwrap_or_default());
+                println!("{}\t{}", i.number, verdict);
+                for d in &i.differences {
+                    println!("  {d}");
                 }
             }
-            if r["identical"] != true {
+            if !r.identical {
                 return Ok(ExitCode::FAILURE);
             }
         }
         BillCommand::Runs { server } => {
-            let r = Client::new(&server)?.get("/v1/bill-runs", &[]).await?;
+            let runs: Page<BillRun> = Client::new(&server)?.get("/v1/bill-runs", &[]).await?;
             println!("RUN\tSTARTED\tINVOICED\tFAILED");
-            for run in r["runs"].as_array().into_iter().flatten() {
+            for run in &runs.items {
                 println!(
                     "{}\t{}\t{}\t{}",
-                    run["id"].as_str().unwrap_or_default(),
-                    run["started_at"].as_str().unwrap_or_default(),
-                    run["invoiced"],
-                    run["failed"]
+                    run.id,
+                    time::format(&run.started_at),
+                    run.invoiced,
+                    run.failed
                 );
             }
         }
@@ -321,25 +340,25 @@ pub async fn invoices(command: InvoicesCommand) -> anyhow::Result<ExitCode> {
                 if let Some(a) = &after {
                     query.push(("after", a.clone()));
                 }
-                let page = client.get("/v1/invoices", &query).await?;
-                for i in page["invoices"].as_array().into_iter().flatten() {
+                let page: Page<InvoiceSummary> = client.get("/v1/invoices", &query).await?;
+                for i in &page.items {
                     println!(
                         "{}\t{}\t{}\t{} {}",
-                        i["number"].as_str().unwrap_or_default(),
-                        i["customer"].as_str().unwrap_or_default(),
-                        i["period_start"].as_str().unwrap_or_default(),
-                        i["total"].as_str().unwrap_or_default(),
-                        i["currency"].as_str().unwrap_or_default()
+                        i.number,
+                        i.customer,
+                        time::format(&i.period_start),
+                        i.total,
+                        i.currency
                     );
                 }
-                match page["next_cursor"].as_str() {
-                    Some(next) => after = Some(next.to_owned()),
+                match page.next_cursor {
+                    Some(next) => after = Some(next),
                     None => break,
                 }
             }
         }
         InvoicesCommand::Show { invoice, server } => {
-            let mut r = Client::new(&server)?
+            let mut r: Value = Client::new(&server)?
                 .get(&format!("/v1/invoices/{invoice}"), &[])
                 .await?;
             if let Some(obj) = r.as_object_mut() {
@@ -350,14 +369,17 @@ pub async fn invoices(command: InvoicesCommand) -> anyhow::Result<ExitCode> {
         InvoicesCommand::Events {
             invoice,
             line,
-            offset,
+            after,
             limit,
             server,
         } => {
             let r = Client::new(&server)?
                 .get(
                     &format!("/v1/invoices/{invoice}/lines/{line}/events"),
-                    &[("offset", offset.to_string()), ("limit", limit.to_string())],
+                    &[
+                        ("after", after.unwrap_or_default()),
+                        ("limit", limit.to_string()),
+                    ],
                 )
                 .await?;
             println!("{}", pretty(&r));

@@ -4,6 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use aforo_api::v1::catalog::{Applied, ApplyRequest, CatalogVersion};
+use aforo_api::v1::customers::{Customer, CustomerRequest, ImportResult, ImportStatus};
+use aforo_api::v1::{Page, time};
 use aforo_crds::catalog::yaml_documents;
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
@@ -24,6 +27,34 @@ pub struct ApplyArgs {
 pub enum CrdCommand {
     /// Print the CustomResourceDefinitions as YAML.
     Print,
+}
+
+#[derive(Subcommand)]
+pub enum OpenapiCommand {
+    /// Print a role's OpenAPI document as JSON: what it serves at /openapi.json.
+    Print {
+        #[arg(long, value_enum, default_value = "standalone")]
+        role: ApiRole,
+    },
+}
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum ApiRole {
+    Standalone,
+    Ingest,
+    Billing,
+}
+
+impl ApiRole {
+    pub fn document(self) -> utoipa::openapi::OpenApi {
+        match self {
+            ApiRole::Standalone => {
+                aforo_ingest::standalone_document(aforo_billing::rest::openapi())
+            }
+            ApiRole::Ingest => aforo_ingest::document(),
+            ApiRole::Billing => aforo_billing::rest::document(),
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -224,31 +255,42 @@ pub async fn apply(args: ApplyArgs) -> anyhow::Result<ExitCode> {
     let resources: Vec<Value> = documents.into_iter().map(|(_, v)| v).collect();
     let count = resources.len();
     match client
-        .post("/v1/catalog/apply", &json!({ "resources": resources }))
+        .post("/v1/catalog/apply", &ApplyRequest { resources })
         .await
     {
         Ok(answer) => {
-            let verb = if answer["created"].as_bool() == Some(true) {
+            let answer: Applied = answer;
+            let verb = if answer.created {
                 "created"
             } else {
                 "unchanged"
             };
             println!(
                 "catalog version {} {verb} ({count} resources, {}), effective from {}",
-                answer["version"],
-                answer["content_hash"].as_str().unwrap_or_default(),
-                answer["effective_from"].as_str().unwrap_or("now")
+                answer.version.version,
+                answer.version.content_hash,
+                answer
+                    .version
+                    .effective_from
+                    .as_ref()
+                    .map_or("now".to_owned(), time::format)
             );
-            for skipped in answer["skipped"].as_array().into_iter().flatten() {
-                println!(
-                    "skipped {} (not catalog; the operator runs it)",
-                    skipped.as_str().unwrap_or_default()
-                );
+            for skipped in &answer.skipped {
+                println!("skipped {skipped} (not catalog; the operator runs it)");
             }
             Ok(ExitCode::SUCCESS)
         }
         Err(err) => print_refusal(&err).ok_or(err),
     }
+}
+
+pub fn openapi(command: OpenapiCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        OpenapiCommand::Print { role } => {
+            print!("{}", aforo_api::openapi::to_json(&role.document()))
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 pub fn crd(command: CrdCommand) -> anyhow::Result<ExitCode> {
@@ -270,19 +312,22 @@ pub async fn catalog(command: CatalogCommand) -> anyhow::Result<ExitCode> {
                 Some(n) => format!("/v1/catalog/versions/{n}"),
                 None => "/v1/catalog".to_owned(),
             };
-            println!("{}", pretty(&client.get(&path, &[]).await?));
+            let version: Value = client.get(&path, &[]).await?;
+            println!("{}", pretty(&version));
         }
         CatalogCommand::Versions { server } => {
             let client = Client::new(&server)?;
-            let answer = client.get("/v1/catalog/versions", &[]).await?;
+            let versions: Page<CatalogVersion> = client.get("/v1/catalog/versions", &[]).await?;
             println!("VERSION\tEFFECTIVE FROM\tAPPLIED AT\tHASH");
-            for v in answer["versions"].as_array().into_iter().flatten() {
+            for v in &versions.items {
                 println!(
                     "{}\t{}\t{}\t{}",
-                    v["version"],
-                    v["effective_from"].as_str().unwrap_or("-"),
-                    v["applied_at"].as_str().unwrap_or_default(),
-                    v["content_hash"].as_str().unwrap_or_default()
+                    v.version,
+                    v.effective_from
+                        .as_ref()
+                        .map_or("-".to_owned(), time::format),
+                    time::format(&v.applied_at),
+                    v.content_hash
                 );
             }
         }
@@ -307,9 +352,15 @@ pub async fn customers(command: CustomersCommand) -> anyhow::Result<ExitCode> {
                     .with_context(|| format!("{pair:?} is not KEY=VALUE"))?;
                 meta.insert(k.to_owned(), Value::String(v.to_owned()));
             }
-            let body = json!({"id": id, "name": name, "currency": currency, "tax_region": tax_region, "metadata": meta});
-            let answer = Client::new(&server)?.post("/v1/customers", &body).await?;
-            println!("{}", pretty(&answer));
+            let body = CustomerRequest {
+                id,
+                name,
+                currency,
+                tax_region,
+                metadata: meta,
+            };
+            let answer: Customer = Client::new(&server)?.post("/v1/customers", &body).await?;
+            println!("{}", serde_json::to_string_pretty(&answer)?);
         }
         CustomersCommand::List { server } => {
             let client = Client::new(&server)?;
@@ -319,18 +370,18 @@ pub async fn customers(command: CustomersCommand) -> anyhow::Result<ExitCode> {
                 if let Some(a) = &after {
                     query.push(("after", a.clone()));
                 }
-                let page = client.get("/v1/customers", &query).await?;
-                for c in page["customers"].as_array().into_iter().flatten() {
+                let page: Page<Customer> = client.get("/v1/customers", &query).await?;
+                for c in &page.items {
                     println!(
                         "{}\t{}\t{}\t{}",
-                        c["id"].as_str().unwrap_or_default(),
-                        c["name"].as_str().unwrap_or_default(),
-                        c["currency"].as_str().unwrap_or("-"),
-                        c["tax_region"].as_str().unwrap_or("-")
+                        c.id,
+                        c.name,
+                        c.currency.as_deref().unwrap_or("-"),
+                        c.tax_region.as_deref().unwrap_or("-")
                     );
                 }
-                match page["next_cursor"].as_str() {
-                    Some(next) => after = Some(next.to_owned()),
+                match page.next_cursor {
+                    Some(next) => after = Some(next),
                     None => break,
                 }
             }
@@ -338,19 +389,19 @@ pub async fn customers(command: CustomersCommand) -> anyhow::Result<ExitCode> {
         CustomersCommand::Import { file, server } => {
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("cannot read {}", file.display()))?;
-            let answer = Client::new(&server)?
+            let answer: ImportResult = Client::new(&server)?
                 .post_text("/v1/customers/import", "text/csv", text)
                 .await?;
-            for r in answer["results"].as_array().into_iter().flatten() {
-                if r["status"] == "FAILED" {
-                    eprintln!("failed: {}", r["reason"].as_str().unwrap_or_default());
+            for r in &answer.results {
+                if r.status == ImportStatus::Failed {
+                    eprintln!("failed: {}", r.reason.as_deref().unwrap_or_default());
                 }
             }
             println!(
                 "{} created, {} updated, {} failed",
-                answer["created"], answer["updated"], answer["failed"]
+                answer.created, answer.updated, answer.failed
             );
-            if answer["failed"].as_u64().unwrap_or(0) > 0 {
+            if answer.failed > 0 {
                 return Ok(ExitCode::FAILURE);
             }
         }

@@ -5,7 +5,17 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use clap::Args;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::Value;
+
+/// An answer as the type the API documents; a mismatch is a client and
+/// server of different versions, said as such.
+fn typed<T: DeserializeOwned>(path: &str, body: Value) -> anyhow::Result<T> {
+    serde_json::from_value(body).with_context(|| {
+        format!("the answer of {path} is not what this client understands: is the server another version?")
+    })
+}
 
 #[derive(Args, Clone)]
 pub struct Credentials {
@@ -97,9 +107,17 @@ impl Client {
         Ok(body)
     }
 
-    pub async fn get(&self, path: &str, query: &[(&str, String)]) -> anyhow::Result<Value> {
-        self.send(self.http.get(format!("{}{path}", self.base)).query(query))
-            .await
+    /// A GET, its answer read as `T` (a typed `aforo_api::v1` answer, or a
+    /// `Value` to print as it is).
+    pub async fn get<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> anyhow::Result<T> {
+        let body = self
+            .send(self.http.get(format!("{}{path}", self.base)).query(query))
+            .await?;
+        typed(path, body)
     }
 
     /// A GET whose answer is not JSON (a CSV export).
@@ -124,9 +142,15 @@ impl Client {
         Ok(bytes)
     }
 
-    pub async fn post(&self, path: &str, body: &Value) -> anyhow::Result<Value> {
-        self.send(self.http.post(format!("{}{path}", self.base)).json(body))
-            .await
+    pub async fn post<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &impl Serialize,
+    ) -> anyhow::Result<T> {
+        let answer = self
+            .send(self.http.post(format!("{}{path}", self.base)).json(body))
+            .await?;
+        typed(path, answer)
     }
 
     /// POSTs a streamed body.
@@ -174,18 +198,20 @@ impl Client {
         Ok(written)
     }
 
-    pub async fn post_text(
+    pub async fn post_text<T: DeserializeOwned>(
         &self,
         path: &str,
         content_type: &str,
         body: String,
-    ) -> anyhow::Result<Value> {
-        self.send(
-            self.http
-                .post(format!("{}{path}", self.base))
-                .header("content-type", content_type)
-                .body(body),
-        )
-        .await
+    ) -> anyhow::Result<T> {
+        let answer = self
+            .send(
+                self.http
+                    .post(format!("{}{path}", self.base))
+                    .header("content-type", content_type)
+                    .body(body),
+            )
+            .await?;
+        typed(path, answer)
     }
 }

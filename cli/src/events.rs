@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use aforo_api::v1::events::StoredEvent;
+use aforo_api::v1::{Page, time};
 use aforo_ingest::decode::json_to_struct;
 use aforo_proto::v1 as pb;
 use aforo_proto::v1::ingest_service_client::IngestServiceClient;
@@ -14,7 +16,7 @@ use clap::{Args, Subcommand};
 use serde_json::{Map, Value};
 use tonic::metadata::MetadataValue;
 
-use crate::client::Credentials;
+use crate::client::{Client, Credentials, Server};
 
 #[derive(Subcommand)]
 pub enum EventsCommand {
@@ -287,29 +289,13 @@ fn print_result(result: &pb::EventResult, json: bool, offset: usize) {
 }
 
 async fn tail(args: TailArgs) -> anyhow::Result<ExitCode> {
-    let key = args.credentials.key()?;
-    let client = reqwest::Client::new();
-    let base = args.http.trim_end_matches('/').to_owned();
+    let client = Client::new(&Server {
+        http: args.http.clone(),
+        credentials: args.credentials.clone(),
+    })?;
     let fetch = |query: Vec<(&'static str, String)>| {
-        let request = client
-            .get(format!("{base}/v1/events"))
-            .bearer_auth(&key)
-            .query(&query);
-        async move {
-            let response = request.send().await.context("cannot reach the server")?;
-            let status = response.status();
-            let body: Value = response
-                .json()
-                .await
-                .context("the server's answer is not JSON")?;
-            if !status.is_success() {
-                bail!(
-                    "{status}: {}",
-                    body["error"]["message"].as_str().unwrap_or("unknown error")
-                );
-            }
-            Ok::<Value, anyhow::Error>(body)
-        }
+        let client = &client;
+        async move { client.get::<Page<StoredEvent>>("/v1/events", &query).await }
     };
     let mut filters = Vec::new();
     if let Some(customer) = &args.customer {
@@ -322,37 +308,27 @@ async fn tail(args: TailArgs) -> anyhow::Result<ExitCode> {
     if !args.from_start {
         let mut query = filters.clone();
         query.extend([("order", "desc".to_owned()), ("limit", "1".to_owned())]);
-        let newest = fetch(query).await?;
-        if let Some(c) = newest["events"][0]["cursor"].as_str() {
-            cursor = c.to_owned();
+        if let Some(newest) = fetch(query).await?.items.first() {
+            cursor = newest.cursor.clone();
         }
     }
     let mut printed = 0usize;
     loop {
         let mut query = filters.clone();
         query.extend([("after", cursor.clone()), ("limit", "1000".to_owned())]);
-        let page = fetch(query).await?;
-        let events = page["events"].as_array().cloned().unwrap_or_default();
+        let events = fetch(query).await?.items;
         for event in &events {
             if args.json {
-                println!("{event}");
+                println!("{}", serde_json::to_string(event)?);
             } else {
-                let flags = event["flags"]
-                    .as_array()
-                    .map(|f| {
-                        f.iter()
-                            .filter_map(Value::as_str)
-                            .collect::<Vec<_>>()
-                            .join(",")
-                    })
-                    .unwrap_or_default();
+                let flags = event.flags.join(",");
                 println!(
                     "{}\t{}\t{}\t{}\t{}{}",
-                    event["time"].as_str().unwrap_or_default(),
-                    event["customer"].as_str().unwrap_or_default(),
-                    event["type"].as_str().unwrap_or_default(),
-                    event["id"].as_str().unwrap_or_default(),
-                    event["properties"],
+                    time::format(&event.time),
+                    event.customer,
+                    event.event_type,
+                    event.id,
+                    Value::Object(event.properties.clone()),
                     if flags.is_empty() {
                         String::new()
                     } else {
@@ -360,9 +336,7 @@ async fn tail(args: TailArgs) -> anyhow::Result<ExitCode> {
                     }
                 );
             }
-            if let Some(c) = event["cursor"].as_str() {
-                cursor = c.to_owned();
-            }
+            cursor = event.cursor.clone();
             printed += 1;
             if args.limit.is_some_and(|limit| printed >= limit) {
                 return Ok(ExitCode::SUCCESS);

@@ -65,6 +65,9 @@ enum Command {
     /// The CustomResourceDefinitions.
     #[command(subcommand)]
     Crd(catalog::CrdCommand),
+    /// The OpenAPI 3.1 documents of the HTTP APIs.
+    #[command(subcommand)]
+    Openapi(catalog::OpenapiCommand),
     /// Show catalog versions.
     #[command(subcommand)]
     Catalog(catalog::CatalogCommand),
@@ -119,6 +122,7 @@ fn main() -> std::process::ExitCode {
             Command::Batch(cmd) => batch::run(cmd).await,
             Command::Apply(args) => catalog::apply(args).await,
             Command::Crd(cmd) => catalog::crd(cmd),
+            Command::Openapi(cmd) => catalog::openapi(cmd),
             Command::Catalog(cmd) => catalog::catalog(cmd).await,
             Command::Customers(cmd) => catalog::customers(cmd).await,
             Command::Subscriptions(cmd) => catalog::subscriptions(cmd).await,

@@ -329,7 +329,7 @@ pub async fn standalone(mut args: StandaloneArgs) -> anyhow::Result<ExitCode> {
     let enrich_store = store.clone();
     let server = IngestServer::bind(&args.ingest, store, cache, Arc::new(SystemClock))
         .await?
-        .extend(billing_http, billing_grpc);
+        .extend(billing_http, billing_grpc, aforo_billing::rest::openapi());
     if args.enrichers > 0 {
         server.metrics().watch_context_cache(context.clone());
     }
@@ -390,7 +390,6 @@ impl BillingServices {
             catalog: self.catalog.clone(),
             business: business.clone(),
             usage: UsageApi::new(store.clone(), self.context.clone()),
-            store: store.clone(),
             auth: self.auth.clone(),
             invoices: self.invoices.clone(),
         });
@@ -496,7 +495,9 @@ pub async fn billing(args: BillingRoleArgs) -> anyhow::Result<ExitCode> {
             let _ = grpc_stopped.wait_for(|s| *s).await;
         },
     ));
-    let app = billing_http.merge(probes(store.clone(), context));
+    let app = billing_http
+        .merge(probes(store.clone(), context))
+        .merge(aforo_api::openapi::route(&aforo_billing::rest::document()));
     let mut http_stopped = stopped;
     let http = tokio::spawn(async move {
         axum::serve(http_listener, app)

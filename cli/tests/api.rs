@@ -125,7 +125,7 @@ async fn malformed_input_on_every_route_gets_the_one_error_envelope() {
     // A malformed bill-run body is refused, never taken for "no body" and
     // a run with the defaults.
     let (_, runs) = server.get("/v1/bill-runs").await;
-    assert_eq!(runs["runs"], json!([]), "{runs}");
+    assert_eq!(runs["items"], json!([]), "{runs}");
 }
 
 #[tokio::test]
@@ -168,7 +168,7 @@ async fn listing_customers_with_a_limit_above_the_page_size_reaches_the_end() {
     loop {
         let (status, page) = server.get(&path).await;
         assert_eq!(status, 200, "{page}");
-        let customers = page["customers"].as_array().unwrap();
+        let customers = page["items"].as_array().unwrap();
         assert!(customers.len() <= aforo_store::MAX_PAGE_SIZE as usize);
         seen.extend(
             customers

@@ -126,7 +126,7 @@ async fn ndjson_upload(backend: Backend) {
     assert_eq!(events.len(), 4996);
     assert!(events.iter().all(|e| e["tier"] == "BATCH"));
     let (_, rejections) = server.get("/v1/rejections").await;
-    let rejected = rejections["rejections"].as_array().unwrap();
+    let rejected = rejections["items"].as_array().unwrap();
     assert_eq!(rejected.len(), 2);
     assert_eq!(rejected[1]["payload"], "{\"id\": \"broken\",");
 

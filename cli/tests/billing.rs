@@ -379,7 +379,7 @@ async fn bill_run_end_to_end(backend: Backend) {
         .await;
     assert!(err.contains("0 invoiced"), "{err}");
     let (_, list) = server.get("/v1/invoices").await;
-    assert_eq!(list["invoices"].as_array().unwrap().len(), 1, "{list}");
+    assert_eq!(list["items"].as_array().unwrap().len(), 1, "{list}");
 
     // Fix globex and retry just its subscription.
     ok(
@@ -397,7 +397,7 @@ async fn bill_run_end_to_end(backend: Backend) {
     )
     .await;
     let (_, subs) = server.get("/v1/subscriptions?customer=globex").await;
-    let globex_sub = subs["subscriptions"][0]["id"].as_str().unwrap().to_owned();
+    let globex_sub = subs["items"][0]["id"].as_str().unwrap().to_owned();
     let out = ok(
         &server,
         &[
@@ -438,14 +438,11 @@ async fn bill_run_end_to_end(backend: Backend) {
 
     // Any billed event's proof leads from its leaf to its line's root.
     let (_, events) = server
-        .get("/v1/invoices/INV-000001/lines/1/events?offset=3&limit=2")
+        .get("/v1/invoices/INV-000001/lines/1/events?after=3&limit=2")
         .await;
     assert_eq!(events["total"], 50, "{events}");
-    assert_eq!(events["next_offset"], 5, "{events}");
-    let picked = events["events"][0]["stored_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    assert_eq!(events["next_cursor"], "5", "{events}");
+    let picked = events["items"][0]["stored_id"].as_str().unwrap().to_owned();
     let out = ok(&server, &["audit", "proof", "--event", &picked]).await;
     let proof: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(proof["number"], "INV-000001");
@@ -480,7 +477,7 @@ async fn bill_run_end_to_end(backend: Backend) {
         "{out}"
     );
     let (_, list) = server.get("/v1/invoices?customer=acme").await;
-    let october_number = list["invoices"]
+    let october_number = list["items"]
         .as_array()
         .unwrap()
         .iter()
@@ -746,7 +743,7 @@ async fn a_plan_anchored_on_the_31st_starts_short_months_periods_on_their_last_d
     )
     .await;
     let (_, list) = server.get("/v1/invoices?customer=acme").await;
-    let mut periods: Vec<(String, String)> = list["invoices"]
+    let mut periods: Vec<(String, String)> = list["items"]
         .as_array()
         .unwrap()
         .iter()

@@ -32,7 +32,7 @@ async fn catalog_on(backend: Backend) {
     assert!(out.contains("catalog version 1 unchanged"), "{out}");
     let (_, versions) = server.get("/v1/catalog/versions").await;
     assert_eq!(
-        versions["versions"].as_array().unwrap().len(),
+        versions["items"].as_array().unwrap().len(),
         1,
         "applying again wrote nothing"
     );
@@ -237,7 +237,7 @@ async fn meters_gate_their_events_and_unmetered_events_are_flagged() {
     assert_eq!(r[3]["status"], "ACCEPTED");
     assert_eq!(r[3]["flags"], json!(["UNMETERED"]));
     let (_, unmetered) = server.get("/v1/events?flag=UNMETERED").await;
-    assert_eq!(unmetered["events"].as_array().unwrap().len(), 1);
+    assert_eq!(unmetered["items"].as_array().unwrap().len(), 1);
 }
 
 #[tokio::test]

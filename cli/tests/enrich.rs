@@ -250,7 +250,7 @@ async fn a_price_change_prices_each_event_by_its_own_time() {
     let (_, listed) = server.get("/v1/events?limit=1000").await;
     let mut revenue_before = Decimal::ZERO;
     let mut revenue_after = Decimal::ZERO;
-    for e in listed["events"].as_array().unwrap() {
+    for e in listed["items"].as_array().unwrap() {
         let id = e["stored_event_id"].as_str().unwrap();
         let (_, lines) = server.get(&format!("/v1/events/{id}/revenue")).await;
         let line = &lines["lines"][0];
@@ -279,7 +279,7 @@ async fn unattributed_events_are_enriched_once_their_customer_subscribes() {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let (_, listed) = server.get("/v1/events?customer=newco").await;
-        let marks: Vec<&str> = listed["events"]
+        let marks: Vec<&str> = listed["items"]
             .as_array()
             .unwrap()
             .iter()
@@ -300,7 +300,7 @@ async fn unattributed_events_are_enriched_once_their_customer_subscribes() {
     let rows = revenue_when_enriched(&server, "newco", 5).await;
     let (_, listed) = server.get("/v1/events?customer=newco").await;
     assert!(
-        listed["events"]
+        listed["items"]
             .as_array()
             .unwrap()
             .iter()
@@ -575,7 +575,7 @@ async fn the_usage_queries_speak_grpc_too() {
     assert_eq!(entitlement.used, used.normalize().to_string());
 
     let (_, listed) = server.get("/v1/events?limit=1").await;
-    let id = listed["events"][0]["stored_event_id"]
+    let id = listed["items"][0]["stored_event_id"]
         .as_str()
         .unwrap()
         .to_owned();

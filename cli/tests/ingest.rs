@@ -91,7 +91,7 @@ async fn mixed_batch_over_rest(backend: Backend) {
 
     // The rejections are listed with their reasons and raw payloads.
     let (_, listed) = server.get("/v1/rejections").await;
-    let reasons: Vec<&str> = listed["rejections"]
+    let reasons: Vec<&str> = listed["items"]
         .as_array()
         .unwrap()
         .iter()
@@ -106,7 +106,7 @@ async fn mixed_batch_over_rest(backend: Backend) {
         ]
     );
     let payload: Value =
-        serde_json::from_str(listed["rejections"][2]["payload"].as_str().unwrap()).unwrap();
+        serde_json::from_str(listed["items"][2]["payload"].as_str().unwrap()).unwrap();
     assert_eq!(payload["customer"], "acme");
 
     // Sent again: the accepted ones are DUPLICATE of the same stored events.
@@ -193,7 +193,7 @@ async fn mixed_batch_over_grpc(backend: Backend) {
     assert_eq!(stored.len(), 2);
     assert!(stored.iter().all(|e| e["tier"] == "SDK"));
     let (_, rejections) = server.get("/v1/rejections?reason=SCHEMA_MISSING_ID").await;
-    assert_eq!(rejections["rejections"].as_array().unwrap().len(), 2);
+    assert_eq!(rejections["items"].as_array().unwrap().len(), 2);
 }
 
 #[tokio::test]
@@ -244,13 +244,13 @@ async fn cloudevents_map_subject_to_customer_and_data_to_properties() {
     assert_eq!(answer["results"][1]["reason"], "SCHEMA_MALFORMED");
 
     let (_, listed) = server.get("/v1/events?customer=acme").await;
-    let event = &listed["events"][0];
+    let event = &listed["items"][0];
     assert_eq!(event["type"], "translation.characters");
     assert_eq!(
         event["properties"],
         json!({"characters": 1200, "lang": "de"})
     );
-    assert_eq!(listed["events"].as_array().unwrap().len(), 1);
+    assert_eq!(listed["items"].as_array().unwrap().len(), 1);
 }
 
 #[tokio::test]
@@ -318,7 +318,7 @@ async fn keys_are_required_and_tenants_are_isolated() {
         a["results"][0]["stored_event_id"]
     );
     let (_, seen_by_b) = server.get_as("/v1/events", &key_b).await;
-    let seen: Vec<&Value> = seen_by_b["events"].as_array().unwrap().iter().collect();
+    let seen: Vec<&Value> = seen_by_b["items"].as_array().unwrap().iter().collect();
     assert_eq!(seen.len(), 1);
     assert_eq!(
         seen[0]["stored_event_id"],
@@ -397,7 +397,7 @@ async fn oversized_and_malformed_requests_get_specific_errors_and_store_nothing(
     assert_eq!(status, 400);
     assert!(server.all_events().await.is_empty());
     let (_, rejections) = server.get("/v1/rejections").await;
-    assert!(rejections["rejections"].as_array().unwrap().is_empty());
+    assert!(rejections["items"].as_array().unwrap().is_empty());
 
     // Over gRPC the batch bound is the same.
     let mut client = server.grpc_client().await;

@@ -249,7 +249,7 @@ async fn the_catalog_reaches_a_running_data_plane_and_a_restarted_operator_write
     )
     .await;
     let (status, versions_before) = data_plane_catalog(&billing.http, &key).await;
-    assert_eq!((status, &versions_before["versions"]), (200, &json!([])));
+    assert_eq!((status, &versions_before["items"]), (200, &json!([])));
 
     Api::<Secret>::namespaced(client.clone(), &ns)
         .create(
@@ -309,10 +309,10 @@ async fn the_catalog_reaches_a_running_data_plane_and_a_restarted_operator_write
     })
     .await;
     let (_, on_data_plane) = data_plane_catalog(&billing.http, &key).await;
-    assert_eq!(on_data_plane["versions"].as_array().map(Vec::len), Some(1));
+    assert_eq!(on_data_plane["items"].as_array().map(Vec::len), Some(1));
     assert_eq!(
         applied.catalog_hash.as_deref(),
-        on_data_plane["versions"][0]["content_hash"].as_str(),
+        on_data_plane["items"][0]["content_hash"].as_str(),
         "the status shows the hash the data plane stored"
     );
     let catalog = applied
@@ -374,7 +374,7 @@ async fn the_catalog_reaches_a_running_data_plane_and_a_restarted_operator_write
     })
     .await;
     let (_, on_data_plane) = data_plane_catalog(&billing.http, &key).await;
-    assert_eq!(on_data_plane["versions"].as_array().map(Vec::len), Some(2));
+    assert_eq!(on_data_plane["items"].as_array().map(Vec::len), Some(2));
 
     // Restart the operator: it reconciles everything again and writes nothing.
     operator.terminate().await;
@@ -406,7 +406,7 @@ async fn the_catalog_reaches_a_running_data_plane_and_a_restarted_operator_write
     assert_eq!(versions(&client, &ns).await, stored, "an object changed");
     let (_, on_data_plane) = data_plane_catalog(&billing.http, &key).await;
     assert_eq!(
-        on_data_plane["versions"].as_array().map(Vec::len),
+        on_data_plane["items"].as_array().map(Vec::len),
         Some(2),
         "re-applying identical content made no new version"
     );

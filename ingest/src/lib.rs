@@ -34,3 +34,24 @@ pub mod webhooks;
 
 pub use config::IngestConfig;
 pub use server::IngestServer;
+
+/// The ingest role's OpenAPI document.
+pub fn document() -> utoipa::openapi::OpenApi {
+    aforo_api::openapi::document(
+        "aforo ingest API",
+        "The front doors: events as aforo JSON and CloudEvents, and the rejections the \
+         gates stored.",
+        rest::openapi(),
+    )
+}
+
+/// The document of `aforo standalone`: the front doors and every route
+/// another role adds to the same port.
+pub fn standalone_document(other: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+    aforo_api::openapi::merge(
+        "aforo API",
+        "Every role in one process: the front doors, the catalog, customers and \
+         subscriptions, revenue, bill runs and invoices.",
+        [rest::openapi(), other],
+    )
+}

@@ -12,8 +12,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use aforo_crds::{EventFlag, EventFlags, Tier, event::format_time};
-use aforo_store::{EventQuery, RejectionQuery, Store, StoredEvent, StoredRejection};
+use aforo_api::v1::Page;
+use aforo_api::v1::events::{self as v1, EventResult, EventStatus, IngestResponse, NewEvent};
+use aforo_api::v1::usage::RevenueLine;
+use aforo_crds::{EventFlag, EventFlags, Tier};
+use aforo_store::{EventQuery, RejectionQuery, Store};
 use axum::body::{Body, Bytes};
 use axum::extract::{FromRef, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -21,12 +24,16 @@ use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
-use serde_json::{Value, json};
+use serde::Deserialize;
+use serde_json::Value;
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::config::RequestLimits;
 use crate::decode;
 use crate::gates::EventCandidate;
-use crate::pipeline::{BatchOutcome, Ingestor};
+use crate::pipeline::{BatchOutcome, Ingestor, Status};
 use aforo_store::auth::Authenticator;
 
 #[derive(Clone)]
@@ -37,14 +44,26 @@ pub struct RestState {
     pub limits: RequestLimits,
 }
 
+/// The documented routes with their OpenAPI operations.
+fn routes() -> OpenApiRouter<RestState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_events, post_events))
+        .routes(routes!(list_rejections))
+}
+
 pub fn router(state: RestState) -> Router {
-    Router::new()
-        .route("/v1/events", get(list_events).post(post_events))
-        .route("/v1/rejections", get(list_rejections))
+    let (documented, _) = routes().split_for_parts();
+    documented
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .with_state(state)
+}
+
+/// The event routes' operations (without the shared parts that
+/// [`aforo_api::openapi::document`] adds).
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    routes().split_for_parts().1
 }
 
 pub use aforo_api::{ApiError, authenticate};
@@ -140,12 +159,24 @@ async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
     })
 }
 
+/// Send events: one object or an array, as aforo JSON or CloudEvents 1.0.
+///
+/// Every event gets its own result, in order; an event that breaks a rule
+/// is `REJECTED` with its reason and the others go on. `ACCEPTED` means
+/// stored durably; sending it again answers `DUPLICATE`.
+#[utoipa::path(operation_id = "send_events", post, path = "/v1/events", tag = "events",
+    request_body(content(
+        (NewEvent = "application/json"),
+        (Vec<NewEvent> = "application/json"),
+        (Object = "application/cloudevents+json"),
+        (Vec<Object> = "application/cloudevents-batch+json"))),
+    responses((status = 200, body = IngestResponse)))]
 async fn post_events(
     State(state): State<RestState>,
     Authed(tenant): Authed,
     headers: HeaderMap,
     body: Body,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<IngestResponse>, ApiError> {
     let format = format_of(&headers)?;
     let bytes = read_body(body, state.limits.max_body_bytes).await?;
     let depth = json_depth(&bytes);
@@ -213,37 +244,32 @@ async fn post_events(
                 format!("the batch was not stored ({e}); retry it: events already stored will answer DUPLICATE"),
             )
         })?;
-    Ok(Json(outcome_json(&outcome)))
+    Ok(Json(self::outcome(&outcome)))
 }
 
-pub(crate) fn outcome_json(outcome: &BatchOutcome) -> Value {
-    let results: Vec<Value> = outcome
-        .results
-        .iter()
-        .map(|r| {
-            let mut item = json!({
-                "index": r.index,
-                "id": r.id,
-                "status": r.status.as_str(),
-                "stored_event_id": r.stored_id.to_string(),
-            });
-            if let Some(reason) = r.reason {
-                item["reason"] = json!(reason.as_str());
-                item["message"] = json!(r.message);
-            }
-            let flags: Vec<&str> = r.flags.iter().map(EventFlag::as_str).collect();
-            if !flags.is_empty() {
-                item["flags"] = json!(flags);
-            }
-            item
-        })
-        .collect();
-    json!({
-        "results": results,
-        "accepted": outcome.accepted,
-        "duplicates": outcome.duplicates,
-        "rejected": outcome.rejected,
-    })
+pub(crate) fn outcome(outcome: &BatchOutcome) -> IngestResponse {
+    IngestResponse {
+        results: outcome
+            .results
+            .iter()
+            .map(|r| EventResult {
+                index: r.index,
+                id: r.id.clone(),
+                status: match r.status {
+                    Status::Accepted => EventStatus::Accepted,
+                    Status::Duplicate => EventStatus::Duplicate,
+                    Status::Rejected => EventStatus::Rejected,
+                },
+                stored_event_id: r.stored_id,
+                reason: r.reason.map(|reason| reason.as_str().to_owned()),
+                message: r.reason.map(|_| r.message.clone()),
+                flags: r.flags.iter().map(|f| f.as_str().to_owned()).collect(),
+            })
+            .collect(),
+        accepted: outcome.accepted,
+        duplicates: outcome.duplicates,
+        rejected: outcome.rejected,
+    }
 }
 
 /// Query parameters, checked by name so a typo is an error, not a silent no-op.
@@ -262,55 +288,98 @@ impl Params {
     pub(crate) fn text(&self, name: &str) -> Option<String> {
         self.0.get(name).filter(|v| !v.is_empty()).cloned()
     }
-    pub(crate) fn time(&self, name: &str) -> Result<Option<DateTime<Utc>>, ApiError> {
-        self.text(name)
-            .map(|t| {
-                DateTime::parse_from_rfc3339(&t)
-                    .map(|t| t.with_timezone(&Utc))
-                    .map_err(|_| {
-                        ApiError::bad_query(format!("`{name}` {t:?} is not an RFC 3339 timestamp"))
-                    })
-            })
-            .transpose()
-    }
     pub(crate) fn cursor(&self) -> Result<Option<i64>, ApiError> {
-        self.text("after")
-            .map(|c| {
-                c.parse::<i64>().map_err(|_| {
-                    ApiError::bad_query(format!(
-                        "`after` {c:?} is not a cursor from a previous page"
-                    ))
-                })
-            })
-            .transpose()
+        query_cursor(self.text("after"))
     }
     pub(crate) fn limit(&self) -> Result<u32, ApiError> {
-        match self.text("limit") {
-            None => Ok(100),
-            Some(l) => match l.parse::<u32>() {
-                Ok(n) if (1..=aforo_store::MAX_PAGE_SIZE).contains(&n) => Ok(n),
-                _ => Err(ApiError::bad_query(format!(
-                    "`limit` {l:?} must be a number from 1 to {}",
-                    aforo_store::MAX_PAGE_SIZE
-                ))),
-            },
-        }
+        query_limit(self.text("limit"))
     }
 }
 
+/// `GET /v1/events`: filters, order and cursor. An unknown parameter is an
+/// error, not a silent no-op.
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct EventsQuery {
+    customer: Option<String>,
+    /// The event type.
+    #[serde(rename = "type")]
+    #[param(rename = "type")]
+    event_type: Option<String>,
+    /// Event time from (inclusive), RFC 3339.
+    from: Option<String>,
+    /// Event time to (exclusive), RFC 3339.
+    to: Option<String>,
+    /// `ACCEPTED` (rejected events are at `/v1/rejections`).
+    status: Option<String>,
+    /// Comma-separated: `LATE`, `UNMETERED`, `UNATTRIBUTED`; events with all of them.
+    flag: Option<String>,
+    /// `next_cursor` of the previous page.
+    after: Option<String>,
+    /// 1 to 1000; 100 when absent.
+    limit: Option<String>,
+    /// `asc` (default) or `desc`, by storage order.
+    order: Option<String>,
+}
+
+fn non_empty(v: Option<String>) -> Option<String> {
+    v.filter(|v| !v.is_empty())
+}
+
+fn query_time(name: &str, value: Option<String>) -> Result<Option<DateTime<Utc>>, ApiError> {
+    non_empty(value)
+        .map(|t| {
+            DateTime::parse_from_rfc3339(&t)
+                .map(|t| t.with_timezone(&Utc))
+                .map_err(|_| {
+                    ApiError::bad_query(format!("`{name}` {t:?} is not an RFC 3339 timestamp"))
+                })
+        })
+        .transpose()
+}
+
+pub(crate) fn query_cursor(after: Option<String>) -> Result<Option<i64>, ApiError> {
+    non_empty(after)
+        .map(|c| {
+            c.parse::<i64>().map_err(|_| {
+                ApiError::bad_query(format!(
+                    "`after` {c:?} is not a cursor from a previous page"
+                ))
+            })
+        })
+        .transpose()
+}
+
+pub(crate) fn query_limit(limit: Option<String>) -> Result<u32, ApiError> {
+    match non_empty(limit) {
+        None => Ok(100),
+        Some(l) => match l.parse::<u32>() {
+            Ok(n) if (1..=aforo_store::MAX_PAGE_SIZE).contains(&n) => Ok(n),
+            _ => Err(ApiError::bad_query(format!(
+                "`limit` {l:?} must be a number from 1 to {}",
+                aforo_store::MAX_PAGE_SIZE
+            ))),
+        },
+    }
+}
+
+/// Stored events with their enrichment and what each meter made of them.
+#[utoipa::path(operation_id = "list_events", get, path = "/v1/events", tag = "events",
+    params(EventsQuery),
+    responses((status = 200, body = Page<v1::StoredEvent>)))]
 async fn list_events(
     State(state): State<RestState>,
     Authed(tenant): Authed,
-    ApiQuery(raw): ApiQuery<HashMap<String, String>>,
-) -> Result<Json<Value>, ApiError> {
-    let p = Params::new(
-        raw,
-        &[
-            "customer", "type", "from", "to", "status", "flag", "after", "limit", "order",
-        ],
-    )?;
+    ApiQuery(q): ApiQuery<EventsQuery>,
+) -> Result<Json<Page<v1::StoredEvent>>, ApiError> {
     let mut flags = EventFlags::default();
-    for name in p.text("flag").iter().flat_map(|f| f.split(',')) {
+    for name in q
+        .flag
+        .iter()
+        .flat_map(|f| f.split(','))
+        .filter(|f| !f.is_empty())
+    {
         let flag: EventFlag = name.trim().parse().map_err(|_| {
             ApiError::bad_query(format!(
                 "`flag` {name:?} is not one of LATE, UNMETERED, UNATTRIBUTED"
@@ -318,13 +387,13 @@ async fn list_events(
         })?;
         flags = flags.with(flag);
     }
-    let status = p.text("status").map(|s| s.to_ascii_uppercase());
+    let status = non_empty(q.status).map(|s| s.to_ascii_uppercase());
     if let Some(s) = status.as_deref().filter(|s| *s != "ACCEPTED") {
         return Err(ApiError::bad_query(format!(
             "`status` {s:?} is not a stored event status (ACCEPTED); rejected events are at /v1/rejections"
         )));
     }
-    let descending = match p.text("order").as_deref() {
+    let descending = match non_empty(q.order).as_deref() {
         None | Some("asc") => false,
         Some("desc") => true,
         Some(other) => {
@@ -335,107 +404,65 @@ async fn list_events(
     };
     let query = EventQuery {
         descending,
-        customer: p.text("customer"),
-        event_type: p.text("type"),
-        from: p.time("from")?,
-        to: p.time("to")?,
+        customer: non_empty(q.customer),
+        event_type: non_empty(q.event_type),
+        from: query_time("from", q.from)?,
+        to: query_time("to", q.to)?,
         status,
         flags,
-        after: p.cursor()?,
-        limit: p.limit()?,
+        after: query_cursor(q.after)?,
+        limit: query_limit(q.limit)?,
     };
     let page = state.store.list_events(tenant.id, &query).await?;
     // One more query for the page's revenue, not one per event.
     let ids: Vec<uuid::Uuid> = page.items.iter().map(|e| e.stored_id).collect();
-    let mut revenue: HashMap<uuid::Uuid, Vec<Value>> = HashMap::new();
+    let mut revenue: HashMap<uuid::Uuid, Vec<RevenueLine>> = HashMap::new();
     for line in state.store.ledger_of(tenant.id, &ids).await? {
-        revenue.entry(line.event).or_default().push(json!({
-            "meter": line.meter,
-            "subscription": line.subscription.to_string(),
-            "rate_plan": line.rate_plan,
-            "catalog_version": line.catalog_version,
-            "quantity": line.quantity.normalize().to_string(),
-            "revenue": line.revenue.normalize().to_string(),
-            "currency": line.currency,
-            "cost": line.cost.normalize().to_string(),
-        }));
+        revenue.entry(line.event).or_default().push((&line).into());
     }
-    let events: Vec<Value> = page
-        .items
-        .iter()
-        .map(|e| {
-            let mut item = event_json(e);
-            item["revenue"] = Value::Array(revenue.remove(&e.stored_id).unwrap_or_default());
-            item
-        })
-        .collect();
-    Ok(Json(json!({
-        "events": events,
-        "next_cursor": page.next_after.map(|c| c.to_string()),
-    })))
+    Ok(Json(Page {
+        items: page
+            .items
+            .iter()
+            .map(|e| v1::StoredEvent::new(e, revenue.remove(&e.stored_id).unwrap_or_default()))
+            .collect(),
+        next_cursor: page.next_after.map(|c| c.to_string()),
+        total: None,
+    }))
 }
 
-fn event_json(e: &StoredEvent) -> Value {
-    json!({
-        "stored_event_id": e.stored_id.to_string(),
-        "cursor": e.seq.to_string(),
-        "id": e.event.id,
-        "source": e.event.source,
-        "type": e.event.event_type,
-        "customer": e.event.customer,
-        "time": format_time(&e.event.time),
-        "properties": Value::Object(e.event.properties.clone()),
-        "tier": e.event.tier.as_str(),
-        "tier_detail": e.event.tier_detail,
-        "status": e.status,
-        "flags": e.flags.iter().map(EventFlag::as_str).collect::<Vec<_>>(),
-        "gates": gates_json(&e.gates),
-        "validation_hash": e.validation_hash,
-        "received_at": format_time(&e.received_at),
-        "node": e.node,
-        "enrichment": e.enrichment.as_deref().unwrap_or("PENDING"),
-    })
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct RejectionsQuery {
+    /// A reject reason, e.g. `SCHEMA_MISSING_ID`.
+    reason: Option<String>,
+    /// `next_cursor` of the previous page.
+    after: Option<String>,
+    /// 1 to 1000; 100 when absent.
+    limit: Option<String>,
 }
 
-fn gates_json(g: &aforo_crds::GateResults) -> Value {
-    serde_json::from_str(&g.to_json()).unwrap_or(Value::Null)
-}
-
+/// Rejected events as stored: payload, reason and gate verdicts.
+#[utoipa::path(operation_id = "list_rejections", get, path = "/v1/rejections", tag = "events",
+    params(RejectionsQuery),
+    responses((status = 200, body = Page<v1::Rejection>)))]
 async fn list_rejections(
     State(state): State<RestState>,
     Authed(tenant): Authed,
-    ApiQuery(raw): ApiQuery<HashMap<String, String>>,
-) -> Result<Json<Value>, ApiError> {
-    let p = Params::new(raw, &["reason", "after", "limit"])?;
+    ApiQuery(q): ApiQuery<RejectionsQuery>,
+) -> Result<Json<Page<v1::Rejection>>, ApiError> {
     let query = RejectionQuery {
-        reason: p.text("reason").map(|r| r.to_ascii_uppercase()),
-        after: p.cursor()?,
-        limit: p.limit()?,
+        reason: non_empty(q.reason).map(|r| r.to_ascii_uppercase()),
+        after: query_cursor(q.after)?,
+        limit: query_limit(q.limit)?,
     };
     let page = state.store.list_rejections(tenant.id, &query).await?;
-    Ok(Json(json!({
-        "rejections": page.items.iter().map(rejection_json).collect::<Vec<_>>(),
-        "next_cursor": page.next_after.map(|c| c.to_string()),
-    })))
-}
-
-fn rejection_json(r: &StoredRejection) -> Value {
-    json!({
-        "stored_event_id": r.stored_id.to_string(),
-        "cursor": r.seq.to_string(),
-        "id": r.event_id,
-        "source": r.source,
-        "type": r.event_type,
-        "customer": r.customer,
-        "reason": r.reason,
-        "message": r.message,
-        "gates": gates_json(&r.gates),
-        "payload": r.payload,
-        "tier": r.tier.as_str(),
-        "tier_detail": r.tier_detail,
-        "received_at": format_time(&r.received_at),
-        "node": r.node,
-    })
+    Ok(Json(Page {
+        items: page.items.iter().map(v1::Rejection::from).collect(),
+        next_cursor: page.next_after.map(|c| c.to_string()),
+        total: None,
+    }))
 }
 
 async fn readyz(State(state): State<RestState>) -> Result<&'static str, ApiError> {

@@ -50,6 +50,8 @@ pub struct IngestServer {
     max_connection_age: Option<std::time::Duration>,
     extra_http: axum::Router,
     extra_grpc: tonic::service::Routes,
+    /// Operations of the routes another role added (standalone).
+    extra_openapi: Option<utoipa::openapi::OpenApi>,
 }
 
 impl IngestServer {
@@ -116,6 +118,7 @@ impl IngestServer {
             max_connection_age: config.grpc_max_connection_age,
             extra_http: axum::Router::new(),
             extra_grpc: tonic::service::Routes::default(),
+            extra_openapi: None,
         })
     }
 
@@ -125,11 +128,26 @@ impl IngestServer {
     }
 
     /// Serves another role's HTTP routes and gRPC services on the same
-    /// ports (how `aforo standalone` runs every role in one process).
-    pub fn extend(mut self, http: axum::Router, grpc: tonic::service::Routes) -> Self {
+    /// ports (how `aforo standalone` runs every role in one process), and
+    /// their operations in the one `/openapi.json`.
+    pub fn extend(
+        mut self,
+        http: axum::Router,
+        grpc: tonic::service::Routes,
+        openapi: utoipa::openapi::OpenApi,
+    ) -> Self {
         self.extra_http = self.extra_http.merge(http);
         self.extra_grpc = grpc;
+        self.extra_openapi = Some(openapi);
         self
+    }
+
+    /// The document this server answers at `/openapi.json`.
+    pub fn document(&self) -> utoipa::openapi::OpenApi {
+        match &self.extra_openapi {
+            None => crate::document(),
+            Some(extra) => crate::standalone_document(extra.clone()),
+        }
     }
 
     pub fn http_addr(&self) -> SocketAddr {
@@ -149,6 +167,7 @@ impl IngestServer {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), ServeError> {
+        let openapi = aforo_api::openapi::route(&self.document());
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         tokio::spawn(async move {
             shutdown.await;
@@ -188,6 +207,7 @@ impl IngestServer {
         );
 
         let app = rest::router(self.rest)
+            .merge(openapi)
             .merge(webhooks::router(self.webhooks))
             .merge(batches::router(self.batches))
             .merge(self.extra_http);

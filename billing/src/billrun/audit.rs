@@ -26,7 +26,7 @@ use super::{Invoice, Line};
 
 pub const FORMAT: &str = "aforo.audit.v1";
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditExport {
     pub format: String,
     pub tenant: String,
@@ -37,7 +37,7 @@ pub struct AuditExport {
     pub lines: Vec<AuditLine>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditLine {
     pub number: u32,
     pub kind: String,
@@ -48,7 +48,7 @@ pub struct AuditLine {
 }
 
 /// The ledger row the RevenueEstimator wrote for the event and this meter.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Enrichment {
     pub subscription: Uuid,
     pub meter: String,
@@ -59,7 +59,7 @@ pub struct Enrichment {
     pub currency: String,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditEvent {
     pub stored_id: Uuid,
     pub id: String,

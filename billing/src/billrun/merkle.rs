@@ -52,7 +52,7 @@ pub fn root<'a>(events: impl IntoIterator<Item = (&'a Uuid, &'a str)>) -> Option
 }
 
 /// Which side a proof's sibling hash is on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Side {
     Left,
@@ -60,10 +60,12 @@ pub enum Side {
 }
 
 /// The audit path of one leaf: siblings from the leaf up.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Proof {
     pub index: usize,
     pub size: usize,
+    /// Siblings from the leaf up: `[side, hash]` pairs.
+    #[schema(value_type = Vec<Vec<String>>)]
     pub path: Vec<(Side, String)>,
 }
 

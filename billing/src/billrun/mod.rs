@@ -64,7 +64,19 @@ pub use route::RoutingConfig;
 pub use tax::TaxTable;
 
 /// A billing period, `[start, end)`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 pub struct Period {
     pub start: DateTime<Utc>,
     pub end: DateTime<Utc>,
@@ -92,7 +104,9 @@ pub struct UsageItem {
 
 /// What identifies a usage line within an invoice: the running total it
 /// corresponds to.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema,
+)]
 pub struct LineKey {
     pub meter: String,
     pub dimension: String,
@@ -223,7 +237,7 @@ pub struct StageFailure {
 }
 
 /// What a quota check found for one meter.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct QuotaState {
     pub soft: Option<Decimal>,
     pub hard: Option<Decimal>,
@@ -240,7 +254,7 @@ impl QuotaState {
 }
 
 /// Included units carried over from one period.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RolloverBucket {
     pub units: Decimal,
     /// The period the units were included in.
@@ -266,7 +280,7 @@ pub struct Aggregated {
     pub included: Decimal,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum LineKind {
     Usage,
@@ -292,7 +306,7 @@ impl LineKind {
 
 /// One invoice line. `amount` is `amount_unrounded` rounded once to the
 /// currency's minor units; nothing else is rounded.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Line {
     /// 1-based position, assigned by Settle.
     #[serde(default)]
@@ -328,7 +342,7 @@ pub struct Line {
 }
 
 /// Where a settled invoice goes.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(tag = "type", rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Route {
     /// The internal ledger: the invoice tables themselves.

@@ -22,7 +22,7 @@ use super::runner::{
 use super::{Invoice, Line, LineKind, bill_with_aggregates};
 
 /// One usage line's amount beside what its events' revenue estimates add up to.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct EstimateCheck {
     pub line: u32,
     pub amount_unrounded: Decimal,
@@ -31,7 +31,7 @@ pub struct EstimateCheck {
     pub estimates: Option<Decimal>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ReplayResult {
     pub invoice: Uuid,
     pub number: String,

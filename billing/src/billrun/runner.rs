@@ -72,7 +72,7 @@ pub struct RunRequest {
 }
 
 /// A subscription period that could not be billed.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FailureRecord {
     pub subscription: Uuid,
     pub customer: String,
@@ -83,7 +83,7 @@ pub struct FailureRecord {
 }
 
 /// A difference between Aggregate and the RevenueEstimator's running total.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Difference {
     pub subscription: Uuid,
     pub period_start: DateTime<Utc>,
@@ -97,7 +97,7 @@ pub struct Difference {
 }
 
 /// One invoice a run settled.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Settled {
     pub invoice: Uuid,
     pub number: String,
@@ -109,7 +109,7 @@ pub struct Settled {
 }
 
 /// What a run did.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RunReport {
     pub id: Uuid,
     pub tenant: Uuid,
@@ -128,7 +128,7 @@ pub struct RunReport {
 /// Wall time of a run's phases, in milliseconds. Reading overlaps billing
 /// (the next chunk is read while this one is billed): `read_wait` is only
 /// the time the run waited for events.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Timings {
     pub load: u64,
     pub read_wait: u64,

@@ -208,7 +208,7 @@ impl Server {
                 .get(&format!("/v1/events?limit=1000&after={after}"))
                 .await;
             assert_eq!(status, 200, "{page}");
-            let items = page["events"].as_array().expect("events").clone();
+            let items = page["items"].as_array().expect("events").clone();
             events.extend(items);
             match page["next_cursor"].as_str() {
                 Some(next) => after = next.to_owned(),

@@ -45,7 +45,7 @@ use uuid::Uuid;
 
 use crate::clock::Clock;
 use crate::pipeline::Ingestor;
-use crate::rest::{ApiError, Params, outcome_json};
+use crate::rest::{ApiError, Params};
 use aforo_store::auth::Authenticator;
 use mapping::{CompiledMapping, DeliveryFacts, Mapped};
 use secrets::SecretFiles;
@@ -535,9 +535,19 @@ async fn receive(
         label,
         if label == "rejected" { "GATES" } else { "" },
     );
-    let mut answer = outcome_json(&outcome);
-    answer["delivery_id"] = json!(delivery_id);
-    Json(answer).into_response()
+    Json(Delivered {
+        outcome: crate::rest::outcome(&outcome),
+        delivery_id,
+    })
+    .into_response()
+}
+
+/// What a delivery became: a result per event, and the provider's delivery id.
+#[derive(serde::Serialize)]
+struct Delivered {
+    #[serde(flatten)]
+    outcome: aforo_api::v1::events::IngestResponse,
+    delivery_id: Option<String>,
 }
 
 async fn list_rejections(
