@@ -217,6 +217,16 @@ fn time_arg(name: &str, value: &Option<String>) -> anyhow::Result<Option<DateTim
     })
 }
 
+fn subscription_arg(value: &Option<String>) -> anyhow::Result<Option<uuid::Uuid>> {
+    value
+        .as_deref()
+        .map(|s| {
+            s.parse()
+                .with_context(|| format!("--subscription {s:?} is not an id"))
+        })
+        .transpose()
+}
+
 pub async fn bill(command: BillCommand) -> anyhow::Result<ExitCode> {
     match command {
         BillCommand::Run {
@@ -228,13 +238,7 @@ pub async fn bill(command: BillCommand) -> anyhow::Result<ExitCode> {
             let body = BillRunRequest {
                 as_of: time_arg("as-of", &as_of)?,
                 cutoff: time_arg("cutoff", &cutoff)?,
-                subscription: subscription
-                    .as_deref()
-                    .map(|s| {
-                        s.parse()
-                            .with_context(|| format!("--subscription {s:?} is not an id"))
-                    })
-                    .transpose()?,
+                subscription: subscription_arg(&subscription)?,
             };
             let r: RunReport = Client::new(&server)?.post("/v1/bill-runs", &body).await?;
             println!("NUMBER\tCUSTOMER\tPERIOD\tTOTAL");
@@ -279,13 +283,7 @@ pub async fn bill(command: BillCommand) -> anyhow::Result<ExitCode> {
             let body = ReplayRequest {
                 period_start: time_arg("period", &Some(period.clone()))?
                     .context("--period is required")?,
-                subscription: subscription
-                    .as_deref()
-                    .map(|s| {
-                        s.parse()
-                            .with_context(|| format!("--subscription {s:?} is not an id"))
-                    })
-                    .transpose()?,
+                subscription: subscription_arg(&subscription)?,
             };
             let r: Replay = Client::new(&server)?
                 .post("/v1/bill-runs/replay", &body)

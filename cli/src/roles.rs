@@ -477,13 +477,17 @@ pub async fn billing(args: BillingRoleArgs) -> anyhow::Result<ExitCode> {
     health_reporter
         .set_serving::<CatalogServiceServer<CatalogGrpc>>()
         .await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(aforo_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
+    // Both reflection versions, as the ingest role serves: grpcurl and
+    // older clients still ask v1alpha.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(aforo_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
     let routes = billing_grpc
         .add_service(health_service)
-        .add_service(reflection);
+        .add_service(reflection().build_v1()?)
+        .add_service(reflection().build_v1alpha()?);
     let mut builder = tonic::transport::Server::builder();
     if let Some(age) = args.grpc_max_connection_age {
         builder = builder.max_connection_age(age);

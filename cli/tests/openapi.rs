@@ -15,9 +15,8 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{BIN, Backend, Months, Server, api_time, examples, rfc3339};
+use common::{BIN, Backend, Months, Server, api_time, examples, ready_line, rfc3339};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 fn committed(role: &str) -> PathBuf {
@@ -99,23 +98,7 @@ async fn role(args: &[&str], dir: &tempfile::TempDir) -> (Child, String) {
         .kill_on_drop(true)
         .spawn()
         .expect("spawn aforo");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let ready = tokio::time::timeout(Duration::from_secs(60), async {
-        while let Some(line) = lines.next_line().await.expect("read stdout") {
-            if line.contains(" ready: ") {
-                return line;
-            }
-        }
-        panic!("aforo {args:?} exited before it was ready");
-    })
-    .await
-    .expect("ready within 60 s");
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    let http = ready
-        .split_whitespace()
-        .find_map(|w| w.strip_prefix("http="))
-        .expect("an http address")
-        .to_owned();
+    let http = ready_line(&mut child).await.field("http=");
     (child, http)
 }
 

@@ -95,29 +95,9 @@ impl Server {
             .kill_on_drop(true)
             .spawn()
             .expect("spawn aforo");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let ready = tokio::time::timeout(Duration::from_secs(60), async {
-            while let Some(line) = lines.next_line().await.expect("read stdout") {
-                if line.contains(" ready: ") {
-                    return line;
-                }
-            }
-            panic!("aforo exited before it was ready");
-        })
-        .await
-        .expect("aforo was not ready within 60 s");
-        let field = |name: &str| {
-            ready
-                .split_whitespace()
-                .find_map(|w| w.strip_prefix(name))
-                .unwrap_or_else(|| panic!("no {name} in {ready:?}"))
-                .to_owned()
-        };
-        self.http = field("http=");
-        self.grpc = format!("http://{}", field("grpc="));
-        // Keep draining stdout so the child never blocks on a full pipe.
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let ready = ready_line(&mut child).await;
+        self.http = ready.field("http=");
+        self.grpc = format!("http://{}", ready.field("grpc="));
         self.child = Some(child);
     }
 
@@ -240,6 +220,39 @@ impl Server {
             String::from_utf8_lossy(&output.stderr).into_owned(),
         )
     }
+}
+
+/// The line a role prints once it serves: `aforo ROLE ready: http=… grpc=…`.
+pub struct Ready(pub String);
+
+impl Ready {
+    /// The value after `name` (e.g. `http=`).
+    pub fn field(&self, name: &str) -> String {
+        self.0
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix(name))
+            .unwrap_or_else(|| panic!("no {name} in {:?}", self.0))
+            .to_owned()
+    }
+}
+
+/// Waits (60 s at most) for a spawned role with piped stdout to say it is
+/// ready, then keeps draining its stdout so it never blocks on a full pipe.
+pub async fn ready_line(child: &mut Child) -> Ready {
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let ready = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(line) = lines.next_line().await.expect("read stdout") {
+            if line.contains(" ready: ") {
+                return line;
+            }
+        }
+        panic!("aforo exited before it was ready");
+    })
+    .await
+    .expect("aforo was not ready within 60 s");
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    Ready(ready)
 }
 
 /// The example catalog of the repository.
