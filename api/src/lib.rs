@@ -13,6 +13,7 @@
 
 mod error;
 mod extract;
+pub mod host;
 pub mod openapi;
 pub mod v1;
 

@@ -13,8 +13,9 @@ mod events;
 mod manifests;
 mod operator;
 mod roles;
+mod telemetry;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 // glibc's allocator spent a third of a bill run's CPU on its free lists
 // (bench/README.md); mimalloc does not.
@@ -31,6 +32,16 @@ struct Cli {
     /// Log filter, e.g. `info` or `aforo_ingest=debug,info`.
     #[arg(long, global = true, env = "AFORO_LOG", default_value = "info")]
     log: String,
+    /// Log lines as text, or as one JSON object per line (with the request's
+    /// `trace_id` when traces are exported).
+    #[arg(
+        long,
+        global = true,
+        env = "AFORO_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    log_format: telemetry::LogFormat,
 
     #[command(subcommand)]
     command: Command,
@@ -91,14 +102,19 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(&cli.log)
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    let matches = Cli::command().get_matches();
+    let command = matches.subcommand_name().unwrap_or("aforo").to_owned();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(err) => err.exit(),
+    };
+    let _telemetry = match telemetry::init(&cli.log, cli.log_format, &command) {
+        Ok(telemetry) => telemetry,
+        Err(err) => {
+            eprintln!("aforo: {err:#}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -436,6 +436,8 @@ pub struct BillingRoleArgs {
     grpc_max_connection_age: Option<Duration>,
     #[command(flatten)]
     billing: crate::billing::BillingArgs,
+    #[command(flatten)]
+    http: aforo_ingest::config::HttpLimitsArgs,
 }
 
 /// The billing role: the catalog, customers, usage and invoice APIs (REST
@@ -488,7 +490,7 @@ pub async fn billing(args: BillingRoleArgs) -> anyhow::Result<ExitCode> {
         .add_service(health_service)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?);
-    let mut builder = tonic::transport::Server::builder();
+    let mut builder = tonic::transport::Server::builder().trace_fn(aforo_api::host::grpc_span);
     if let Some(age) = args.grpc_max_connection_age {
         builder = builder.max_connection_age(age);
     }
@@ -499,9 +501,12 @@ pub async fn billing(args: BillingRoleArgs) -> anyhow::Result<ExitCode> {
             let _ = grpc_stopped.wait_for(|s| *s).await;
         },
     ));
-    let app = billing_http
-        .merge(probes(store.clone(), context))
-        .merge(aforo_api::openapi::route(&aforo_billing::rest::document()));
+    let app = aforo_api::host::traced(aforo_api::host::bounded(
+        billing_http
+            .merge(probes(store.clone(), context))
+            .merge(aforo_api::openapi::route(&aforo_billing::rest::document())),
+        args.http.limits(),
+    ));
     let mut http_stopped = stopped;
     let http = tokio::spawn(async move {
         axum::serve(http_listener, app)

@@ -277,3 +277,24 @@ async fn a_plan_change_over_rest_prices_the_next_event_by_the_new_plan_at_once()
     );
     assert_eq!(lines["lines"][0]["revenue"], "10", "{lines}");
 }
+
+#[tokio::test]
+async fn a_request_over_its_time_is_answered_with_the_envelope_and_stores_nothing() {
+    let server = Server::start_with(Backend::Sqlite, &["--request-timeout", "1s"]).await;
+    // A body that never ends: the handler waits on it until the time is up.
+    let body =
+        reqwest::Body::wrap_stream(futures::stream::pending::<Result<Vec<u8>, std::io::Error>>());
+    let response = server
+        .http_client()
+        .post(format!("{}/v1/events", server.http))
+        .bearer_auth(&server.key)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .expect("an answer, not a hang");
+    assert_eq!(response.status(), 504);
+    let json: Value = response.json().await.expect("the envelope");
+    assert_eq!(json["error"]["code"], "TIMEOUT", "{json}");
+    assert!(server.all_events().await.is_empty());
+}

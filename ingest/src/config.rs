@@ -76,6 +76,30 @@ pub struct IngestConfig {
     /// Group-commit transactions in flight at once (SQLite always uses 1).
     #[arg(long, env = "AFORO_COMMIT_WRITERS", default_value_t = 4)]
     pub commit_writers: usize,
+    #[command(flatten)]
+    pub http: HttpLimitsArgs,
+}
+
+/// How a role's HTTP server bounds its requests.
+#[derive(Args, Clone, Debug)]
+pub struct HttpLimitsArgs {
+    /// The longest an HTTP request may take (streamed batch uploads are not
+    /// bounded); over it the answer is 504 TIMEOUT.
+    #[arg(long, env = "AFORO_REQUEST_TIMEOUT", default_value = "60s", value_parser = duration)]
+    pub request_timeout: Duration,
+    /// The most HTTP requests handled at once; more wait their turn.
+    #[arg(long, env = "AFORO_MAX_CONCURRENT_REQUESTS", default_value_t = 1024,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_concurrent_requests: u32,
+}
+
+impl HttpLimitsArgs {
+    pub fn limits(&self) -> aforo_api::host::Limits {
+        aforo_api::host::Limits {
+            timeout: self.request_timeout,
+            concurrency: self.max_concurrent_requests as usize,
+        }
+    }
 }
 
 impl IngestConfig {

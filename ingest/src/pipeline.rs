@@ -12,6 +12,7 @@ use std::time::Instant;
 use aforo_crds::{EventFlag, EventFlags, GateResults, RejectReason, Tier, validation_hash};
 use aforo_store::cache::CatalogCache;
 use aforo_store::{CommitBatch, CommitOutcome, NewEvent, NewRejection, Tenant};
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::clock::Clock;
@@ -108,6 +109,8 @@ impl Ingestor {
     /// Gates, seals and durably commits one batch of `tenant`'s events.
     /// `payload_of(i)` renders the i-th event as received; it is called only
     /// for the events that are rejected, to store them with their rejection.
+    #[tracing::instrument(name = "ingest", skip_all,
+        fields(tenant = %tenant.name, front_door = front_door.as_str(), events = candidates.len()))]
     pub async fn ingest(
         &self,
         tenant: &Tenant,
@@ -123,6 +126,8 @@ impl Ingestor {
             .await
             .map_err(|e| CommitError::Store(Arc::new(e)))?;
         let snapshot = catalog.as_deref().map(|c| &c.snapshot);
+        // Enrichment continues this request's trace, when it is traced.
+        let trace_parent = aforo_api::host::current_traceparent();
         let mut batch = CommitBatch::default();
         let mut slots = Vec::with_capacity(candidates.len());
         let mut ids = Vec::with_capacity(candidates.len());
@@ -163,6 +168,7 @@ impl Ingestor {
                         validation_hash: hash,
                         received_at,
                         node: self.node.clone(),
+                        trace_parent: trace_parent.clone(),
                     });
                 }
                 GateDecision::Reject(rejected) => {
@@ -196,7 +202,12 @@ impl Ingestor {
             }
         }
 
-        let outcomes = self.committer.commit(batch).await?;
+        let commit = tracing::info_span!(
+            "commit",
+            events = batch.events.len(),
+            rejections = batch.rejections.len()
+        );
+        let outcomes = self.committer.commit(batch).instrument(commit).await?;
 
         let mut answer = BatchOutcome::default();
         for (index, (slot, id)) in slots.into_iter().zip(ids).enumerate() {

@@ -52,6 +52,7 @@ pub struct IngestServer {
     extra_grpc: tonic::service::Routes,
     /// Operations of the routes another role added (standalone).
     extra_openapi: Option<utoipa::openapi::OpenApi>,
+    http_limits: aforo_api::host::Limits,
 }
 
 impl IngestServer {
@@ -119,6 +120,7 @@ impl IngestServer {
             extra_http: axum::Router::new(),
             extra_grpc: tonic::service::Routes::default(),
             extra_openapi: None,
+            http_limits: config.http.limits(),
         })
     }
 
@@ -197,7 +199,7 @@ impl IngestServer {
             .add_service(reflection_v1)
             .add_service(reflection_v1alpha)
             .add_service(ingest);
-        let mut builder = tonic::transport::Server::builder();
+        let mut builder = tonic::transport::Server::builder().trace_fn(aforo_api::host::grpc_span);
         if let Some(age) = self.max_connection_age {
             builder = builder.max_connection_age(age);
         }
@@ -206,11 +208,16 @@ impl IngestServer {
             stopped(stop_rx.clone()),
         );
 
-        let app = rest::router(self.rest)
+        // Every route is traced; all but the streamed batch uploads are
+        // bounded in time.
+        let bounded = rest::router(self.rest)
             .merge(openapi)
             .merge(webhooks::router(self.webhooks))
-            .merge(batches::router(self.batches))
             .merge(self.extra_http);
+        let app = aforo_api::host::traced(
+            aforo_api::host::bounded(bounded, self.http_limits)
+                .merge(batches::router(self.batches)),
+        );
         let http = axum::serve(self.http, app).with_graceful_shutdown(stopped(stop_rx));
 
         let (grpc, http) = tokio::join!(grpc, async { http.await.map_err(ServeError::Http) });

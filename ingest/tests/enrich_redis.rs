@@ -159,6 +159,7 @@ async fn queue(
             gates,
             received_at: Utc::now(),
             node: "test".into(),
+            trace_parent: None,
         });
     }
     store.commit(&batch).await.unwrap();

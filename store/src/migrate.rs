@@ -47,6 +47,11 @@ pub(crate) const POSTGRES: &[Migration] = &[
         name: "enrichment_log",
         sql: include_str!("../migrations/postgres/0007_enrichment_log.sql"),
     },
+    Migration {
+        version: 8,
+        name: "trace_parent",
+        sql: include_str!("../migrations/postgres/0008_trace_parent.sql"),
+    },
 ];
 
 pub(crate) const SQLITE: &[Migration] = &[
@@ -84,6 +89,11 @@ pub(crate) const SQLITE: &[Migration] = &[
         version: 7,
         name: "enrichment_log",
         sql: include_str!("../migrations/sqlite/0007_enrichment_log.sql"),
+    },
+    Migration {
+        version: 8,
+        name: "trace_parent",
+        sql: include_str!("../migrations/sqlite/0008_trace_parent.sql"),
     },
 ];
 

@@ -29,6 +29,9 @@ pub struct NewEvent {
     pub validation_hash: String,
     pub received_at: DateTime<Utc>,
     pub node: String,
+    /// The W3C traceparent of the request that stored it, when traced; not
+    /// part of the event or its hash.
+    pub trace_parent: Option<String>,
 }
 
 /// An event a gate rejected, kept with the payload it arrived as.
@@ -83,6 +86,8 @@ pub struct StoredEvent {
     pub node: String,
     /// `None` while queued for enrichment; then ENRICHED, UNATTRIBUTED or UNMETERED.
     pub enrichment: Option<String>,
+    /// The storing request's traceparent; read by enrichment claims only.
+    pub trace_parent: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -176,6 +181,7 @@ pub(crate) struct EventRow {
     pub received_at: DateTime<Utc>,
     pub node: String,
     pub enrichment: Option<String>,
+    pub trace_parent: Option<String>,
 }
 
 impl EventRow {
@@ -215,6 +221,7 @@ impl EventRow {
             received_at: self.received_at,
             node: self.node,
             enrichment: self.enrichment,
+            trace_parent: self.trace_parent,
         })
     }
 }

@@ -48,7 +48,7 @@ macro_rules! claimed_columns {
     () => {
         "e.id, e.seq, e.tenant_id, e.event_id, e.source, e.type, e.customer, e.time,
          e.properties::text AS properties, e.tier, e.tier_detail, e.status, e.flags, e.gates,
-         e.validation_hash, e.received_at, e.node, NULL::text AS enrichment"
+         e.validation_hash, e.received_at, e.node, NULL::text AS enrichment, e.trace_parent"
     };
 }
 

@@ -135,6 +135,10 @@ impl PgStore {
             .iter()
             .map(|&i| enrich_shard(events[i].tenant, &events[i].event.customer))
             .collect();
+        let trace_parents: Vec<Option<&str>> = order
+            .iter()
+            .map(|&i| events[i].trace_parent.as_deref())
+            .collect();
 
         let mut tx = self.pool.begin().await?;
         let inserted: HashSet<Uuid> = if n == 0 {
@@ -144,17 +148,17 @@ impl PgStore {
                 "WITH inserted AS (
                  INSERT INTO events (id, tenant_id, dedup_key, event_id, source, type, customer,
                      time, properties, tier, tier_detail, status, flags, gates, validation_hash,
-                     received_at, node, enrich_shard, enrich_xid)
+                     received_at, node, enrich_shard, enrich_xid, trace_parent)
                  SELECT id, tenant_id, dedup_key, event_id, source, type, customer, time,
                      properties::json, tier, tier_detail, 'ACCEPTED', flags, gates,
-                     validation_hash, received_at, node, shard, pg_current_xact_id()
+                     validation_hash, received_at, node, shard, pg_current_xact_id(), trace_parent
                  FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[],
                      $6::text[], $7::text[], $8::timestamptz[], $9::text[], $10::text[],
                      $11::text[], $12::int2[], $13::text[], $14::text[], $15::timestamptz[],
-                     $16::text[], $17::int2[])
+                     $16::text[], $17::int2[], $18::text[])
                    AS t(id, tenant_id, dedup_key, event_id, source, type, customer, time,
                      properties, tier, tier_detail, flags, gates, validation_hash, received_at,
-                     node, shard)
+                     node, shard, trace_parent)
                  ON CONFLICT (tenant_id, dedup_key) DO NOTHING
                  RETURNING id)
                  SELECT id FROM inserted",
@@ -176,6 +180,7 @@ impl PgStore {
             .bind(&received)
             .bind(&nodes)
             .bind(&shards)
+            .bind(&trace_parents)
             .fetch_all(&mut *tx)
             .await?
             .into_iter()
@@ -269,6 +274,15 @@ fn tenant_from_row(row: &PgRow) -> Result<Tenant> {
     })
 }
 
+/// A column only some queries select (absent: `None`).
+fn optional_column(row: &PgRow, name: &str) -> Result<Option<String>> {
+    match row.try_get(name) {
+        Ok(value) => Ok(value),
+        Err(sqlx::Error::ColumnNotFound(_)) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
 pub(crate) fn event_from_row(row: &PgRow) -> Result<StoredEvent> {
     EventRow {
         stored_id: row.try_get("id")?,
@@ -289,6 +303,7 @@ pub(crate) fn event_from_row(row: &PgRow) -> Result<StoredEvent> {
         received_at: row.try_get("received_at")?,
         node: row.try_get("node")?,
         enrichment: row.try_get("enrichment")?,
+        trace_parent: optional_column(row, "trace_parent")?,
     }
     .decode()
 }

@@ -127,6 +127,15 @@ fn tenant_from_row(row: &SqliteRow) -> Result<Tenant> {
     })
 }
 
+/// A column only some queries select (absent: `None`).
+fn optional_column(row: &SqliteRow, name: &str) -> Result<Option<String>> {
+    match row.try_get(name) {
+        Ok(value) => Ok(value),
+        Err(sqlx::Error::ColumnNotFound(_)) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
 pub(crate) fn event_from_row(row: &SqliteRow) -> Result<StoredEvent> {
     EventRow {
         stored_id: uuid(row.try_get("id")?)?,
@@ -147,6 +156,7 @@ pub(crate) fn event_from_row(row: &SqliteRow) -> Result<StoredEvent> {
         received_at: time(row.try_get("received_at")?)?,
         node: row.try_get("node")?,
         enrichment: row.try_get("enrichment")?,
+        trace_parent: optional_column(row, "trace_parent")?,
     }
     .decode()
 }
@@ -288,7 +298,8 @@ impl Store for SqliteStore {
                     e.gates.to_json(),
                     e.validation_hash,
                     e.received_at.timestamp_micros(),
-                    e.node
+                    e.node,
+                    e.trace_parent
                 ])
             })
             .collect();
@@ -298,11 +309,11 @@ impl Store for SqliteStore {
             sqlx::query_scalar(
                 "INSERT INTO events (id, tenant_id, dedup_key, event_id, source, type, customer,
                      time, properties, tier, tier_detail, status, flags, gates, validation_hash,
-                     received_at, node)
+                     received_at, node, trace_parent)
                  SELECT j.value ->> 0, j.value ->> 1, j.value ->> 2, j.value ->> 3, j.value ->> 4,
                      j.value ->> 5, j.value ->> 6, j.value ->> 7, j.value ->> 8, j.value ->> 9,
                      j.value ->> 10, 'ACCEPTED', j.value ->> 11, j.value ->> 12, j.value ->> 13,
-                     j.value ->> 14, j.value ->> 15
+                     j.value ->> 14, j.value ->> 15, j.value ->> 16
                  FROM json_each(?1) j WHERE true
                  ON CONFLICT (tenant_id, dedup_key) DO NOTHING
                  RETURNING id",

@@ -131,7 +131,7 @@ impl SqliteStore {
         let rows = sqlx::query(
             "SELECT e.id, e.seq, e.tenant_id, e.event_id, e.source, e.type, e.customer, e.time,
                  e.properties, e.tier, e.tier_detail, e.status, e.flags, e.gates,
-                 e.validation_hash, e.received_at, e.node, NULL AS enrichment
+                 e.validation_hash, e.received_at, e.node, NULL AS enrichment, e.trace_parent
              FROM enrichment_queue q JOIN events e ON e.id = q.event_id
              WHERE q.waiting IS NULL
              ORDER BY q.position LIMIT ?1",
@@ -149,7 +149,7 @@ impl SqliteStore {
             let rows = sqlx::query(
                 "SELECT e.id, e.seq, e.tenant_id, e.event_id, e.source, e.type, e.customer, e.time,
                      e.properties, e.tier, e.tier_detail, e.status, e.flags, e.gates,
-                     e.validation_hash, e.received_at, e.node, NULL AS enrichment
+                     e.validation_hash, e.received_at, e.node, NULL AS enrichment, e.trace_parent
                  FROM events e
                  WHERE e.seq > (SELECT seq FROM enrichment_cursor WHERE id = 1)
                  ORDER BY e.seq LIMIT ?1",

@@ -112,6 +112,7 @@ fn new_event(tenant: &aforo_store::Tenant, event: SourceEvent) -> NewEvent {
         validation_hash: hash,
         received_at: t0() + Duration::hours(1),
         node: "test-node".into(),
+        trace_parent: None,
     }
 }
 
@@ -160,6 +161,7 @@ conformance!(
     a_key_repeated_within_one_commit_is_stored_once,
     tenants_neither_see_nor_dedup_against_each_other,
     a_stored_event_keeps_its_provenance_byte_for_byte,
+    an_enrichment_claim_carries_the_storing_requests_trace,
     rejections_are_stored_with_payload_and_reason,
     events_filter_and_paginate_in_storage_order,
     a_failed_commit_leaves_no_claim_behind,
@@ -491,6 +493,51 @@ async fn a_stored_event_keeps_its_provenance_byte_for_byte(f: Fixture) {
         &stored.gates,
     );
     assert_eq!(recomputed, stored.validation_hash);
+}
+
+async fn an_enrichment_claim_carries_the_storing_requests_trace(f: Fixture) {
+    let t = f.store.create_tenant("acme").await.unwrap();
+    let traced = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let mut a = new_event(&t, source_event("traced", "c1", 0));
+    a.trace_parent = Some(traced.into());
+    let b = new_event(&t, source_event("untraced", "c1", 1));
+    f.store
+        .commit(&events(vec![a.clone(), b.clone()]))
+        .await
+        .unwrap();
+    // On PostgreSQL events become claimable once every older transaction
+    // has ended (other tests share the server): claim until both are in.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let claim = loop {
+        let claim = f.store.claim_enrichment(100).await.unwrap();
+        if claim.events().len() == 2 {
+            break claim;
+        }
+        drop(claim);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "claimable within 30 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    };
+    let of = |id: Uuid| {
+        claim
+            .events()
+            .iter()
+            .find(|e| e.stored_id == id)
+            .unwrap_or_else(|| panic!("{id} claimed"))
+            .trace_parent
+            .clone()
+    };
+    assert_eq!(of(a.stored_id).as_deref(), Some(traced));
+    assert_eq!(of(b.stored_id), None);
+    // It is not part of what listings show, nor of the seal.
+    let page = f
+        .store
+        .list_events(t.id, &EventQuery::default())
+        .await
+        .unwrap();
+    assert!(page.items.iter().all(|e| e.trace_parent.is_none()));
 }
 
 async fn rejections_are_stored_with_payload_and_reason(f: Fixture) {

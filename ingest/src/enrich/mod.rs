@@ -11,7 +11,7 @@
 //! (after a second look that bypasses the cache) and go back in the queue
 //! when one of those appears.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -134,7 +134,30 @@ impl Enricher {
             }
         }
         let n = events.len();
-        claim.complete(outcomes).await?;
+        // A span per traced request whose events are in this batch, in the
+        // request's trace: one trace shows an event from its request through
+        // its commit to its enrichment.
+        let mut traced: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+        for (event, outcome) in events.iter().zip(&outcomes) {
+            if let Some(parent) = event.trace_parent.as_deref() {
+                let (all, enriched) = traced.entry(parent).or_default();
+                *all += 1;
+                *enriched += usize::from(outcome.state == EnrichmentState::Enriched);
+            }
+        }
+        let spans: Vec<tracing::Span> = traced
+            .into_iter()
+            .map(|(parent, (all, enriched))| {
+                let span = tracing::info_span!("enrich", events = all, enriched, batch = n);
+                aforo_api::host::continue_trace(&span, parent);
+                span
+            })
+            .collect();
+        // Open from here until the ledger is written (a span's time runs
+        // from its creation to its drop; none is entered across the await).
+        let written = claim.complete(outcomes).await;
+        drop(spans);
+        written?;
         Ok(n)
     }
 
