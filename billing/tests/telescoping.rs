@@ -3,7 +3,9 @@
 //! exactly `price(final total)` — the number the bill run's Rate stage
 //! computes with the same function. Exactly: decimals, no tolerance.
 
-use aforo_billing::pricing::{RatingFunction, RunningTotal, Tier};
+use aforo_billing::pricing::{RatingFunction, Tier};
+use aforo_store::enrichment::{AggregationInput, TotalState, fold_input};
+use chrono::{DateTime, Utc};
 use proptest::prelude::*;
 use rust_decimal::Decimal;
 
@@ -59,13 +61,23 @@ fn telescopes(f: &RatingFunction, events: &[Decimal]) -> Result<(), TestCaseErro
         total = after;
     }
     prop_assert_eq!(revenue, f.price(total), "{:?} over {:?}", f, events);
-    // The enricher's running total gives the same revenues, event by event.
-    let mut running = RunningTotal::default();
+    // The enricher's own fold gives the same revenues, event by event.
+    let mut running = TotalState::default();
     let mut before = Decimal::ZERO;
+    let price = |q| f.price(q);
     for q in events {
-        prop_assert_eq!(running.add(f, *q), f.marginal(before, before + q));
+        let (added, revenue) = fold_input(
+            &mut running,
+            &AggregationInput::Sum(*q),
+            &price,
+            DateTime::<Utc>::UNIX_EPOCH,
+            false,
+        );
+        prop_assert_eq!(added, *q);
+        prop_assert_eq!(revenue, f.marginal(before, before + q));
         before += q;
     }
+    prop_assert_eq!(running.price, f.price(total));
     Ok(())
 }
 

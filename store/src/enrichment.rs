@@ -164,8 +164,28 @@ pub fn fold(
     event_time: DateTime<Utc>,
     unique_is_new: bool,
 ) -> (Decimal, Decimal) {
+    fold_input(
+        state,
+        &intent.input,
+        &*intent.price,
+        event_time,
+        unique_is_new,
+    )
+}
+
+/// The RevenueEstimator's one fold, what [`fold`] does for an intent: the
+/// new total by aggregation, priced, and the event's revenue
+/// `price(after) − price(before)`. The telescoping property tests and the
+/// pricing benchmark call this very function.
+pub fn fold_input(
+    state: &mut TotalState,
+    input: &AggregationInput,
+    price: &dyn Fn(Decimal) -> Decimal,
+    event_time: DateTime<Utc>,
+    unique_is_new: bool,
+) -> (Decimal, Decimal) {
     let before = state.quantity;
-    let after = match &intent.input {
+    let after = match input {
         AggregationInput::Sum(v) => before + v,
         AggregationInput::Count => before + Decimal::ONE,
         AggregationInput::Max(v) => before.max(*v),
@@ -180,7 +200,7 @@ pub fn fold(
             }
         }
     };
-    let price = (intent.price)(after);
+    let price = price(after);
     let revenue = price - state.price;
     state.quantity = after;
     state.price = price;

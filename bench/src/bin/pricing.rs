@@ -7,7 +7,9 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use aforo_billing::pricing::{RatingFunction, RunningTotal, Tier};
+use aforo_billing::pricing::{RatingFunction, Tier};
+use aforo_store::enrichment::{AggregationInput, TotalState, fold_input};
+use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 
 const EVENTS: usize = 5_000_000;
@@ -47,12 +49,15 @@ fn main() {
     for (name, function) in &models {
         // Many running totals, as for many subscriptions: totals wrap often
         // enough to cross tiers.
-        let mut totals = vec![RunningTotal::default(); 1000];
+        // The enricher's own fold, with the price closure it uses.
+        let price = |q| function.price(q);
+        let mut totals = vec![TotalState::default(); 1000];
         let started = Instant::now();
         let mut revenue = Decimal::ZERO;
         for i in 0..EVENTS {
             let total = &mut totals[i % 1000];
-            revenue += total.add(function, quantities[i % quantities.len()]);
+            let input = AggregationInput::Sum(quantities[i % quantities.len()]);
+            revenue += fold_input(total, &input, &price, DateTime::<Utc>::UNIX_EPOCH, false).1;
         }
         black_box(revenue);
         let rate = EVENTS as f64 / started.elapsed().as_secs_f64();

@@ -12,7 +12,6 @@ use uuid::Uuid;
 
 use super::fixtures::{inputs_with, plan_per_unit, sum_item};
 use super::{LineKind, bill};
-use crate::pricing::RunningTotal;
 
 fn tiers() -> Vec<Tier> {
     let t = |up_to: Option<&str>, price: &str, fee: Option<&str>| Tier {
@@ -77,14 +76,19 @@ proptest! {
             order.swap(i, (state >> 33) as usize % (i + 1));
         }
         let function = Arc::clone(&inputs.usage[0].function);
-        let mut total = RunningTotal::default();
+        // The enricher's own fold, as it runs in production.
+        let mut total = aforo_store::enrichment::TotalState::default();
         let mut estimates = Decimal::ZERO;
         for i in order {
-            let super::UsageItem { intent, .. } = &inputs.usage[i];
-            let aforo_store::enrichment::AggregationInput::Sum(q) = intent.input else {
-                unreachable!("sum items")
-            };
-            estimates += total.add(&function, q);
+            let super::UsageItem { intent, time, .. } = &inputs.usage[i];
+            let (_, revenue) = aforo_store::enrichment::fold_input(
+                &mut total,
+                &intent.input,
+                &|q| function.price(q),
+                *time,
+                false,
+            );
+            estimates += revenue;
         }
         prop_assert_eq!(estimates, usage.amount_unrounded);
         prop_assert_eq!(function.price(usage.quantity), usage.amount_unrounded);

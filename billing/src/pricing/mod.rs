@@ -14,4 +14,4 @@
 mod rating;
 pub mod rounding;
 
-pub use rating::{ChargeRating, PercentageRule, PricingError, RatingFunction, RunningTotal, Tier};
+pub use rating::{ChargeRating, PercentageRule, PricingError, RatingFunction, Tier};

@@ -142,26 +142,6 @@ impl RatingFunction {
     }
 }
 
-/// A running total of one (subscription, meter, period) and the price it
-/// has reached: adding an event prices only the new total.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct RunningTotal {
-    pub quantity: Decimal,
-    pub price: Decimal,
-}
-
-impl RunningTotal {
-    /// Adds `quantity` and returns the event's revenue, `price(after) − price(before)`.
-    pub fn add(&mut self, function: &RatingFunction, quantity: Decimal) -> Decimal {
-        let after = self.quantity + quantity;
-        let price = function.price(after);
-        let revenue = price - self.price;
-        self.quantity = after;
-        self.price = price;
-        revenue
-    }
-}
-
 /// A percentage charge: each event pays `amount × percent / 100 + fixed fee`,
 /// clamped to `[min, max]`.
 #[derive(Clone, Debug, PartialEq)]
