@@ -16,39 +16,35 @@ use crate::Error;
 
 /// Every catalog resource of `namespace`, in a stable order (by kind, then
 /// name, as the apiserver lists them).
+///
+/// Kinds are listed one request at a time, so the result is no snapshot.
+/// Referrers are listed before what they refer to (UsageAlerts and
+/// RatePlans, then Products, then Meters): an object created after the one it
+/// names is then never seen without it, and a reference found missing was
+/// missing when its referrer was already there — never an artefact of the
+/// order of the reads.
 pub async fn resources(client: &Client, namespace: &str) -> Result<Vec<Resource>, Error> {
     let list = ListParams::default();
-    let mut out = Vec::new();
-    for m in Api::<Meter>::namespaced(client.clone(), namespace)
+    let alerts = Api::<UsageAlert>::namespaced(client.clone(), namespace)
         .list(&list)
-        .await?
-    {
-        out.push(Resource::Meter(m));
-    }
-    for p in Api::<Product>::namespaced(client.clone(), namespace)
+        .await?;
+    let plans = Api::<RatePlan>::namespaced(client.clone(), namespace)
         .list(&list)
-        .await?
-    {
-        out.push(Resource::Product(p));
-    }
-    for r in Api::<RatePlan>::namespaced(client.clone(), namespace)
+        .await?;
+    let sources = Api::<WebhookSource>::namespaced(client.clone(), namespace)
         .list(&list)
-        .await?
-    {
-        out.push(Resource::RatePlan(r));
-    }
-    for w in Api::<WebhookSource>::namespaced(client.clone(), namespace)
+        .await?;
+    let products = Api::<Product>::namespaced(client.clone(), namespace)
         .list(&list)
-        .await?
-    {
-        out.push(Resource::WebhookSource(w));
-    }
-    for a in Api::<UsageAlert>::namespaced(client.clone(), namespace)
+        .await?;
+    let meters = Api::<Meter>::namespaced(client.clone(), namespace)
         .list(&list)
-        .await?
-    {
-        out.push(Resource::UsageAlert(a));
-    }
+        .await?;
+    let mut out: Vec<Resource> = meters.into_iter().map(Resource::Meter).collect();
+    out.extend(products.into_iter().map(Resource::Product));
+    out.extend(plans.into_iter().map(Resource::RatePlan));
+    out.extend(sources.into_iter().map(Resource::WebhookSource));
+    out.extend(alerts.into_iter().map(Resource::UsageAlert));
     // Resources being deleted are leaving the catalog already.
     out.retain(|r| r.meta().deletion_timestamp.is_none());
     Ok(out)
