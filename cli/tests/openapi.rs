@@ -150,6 +150,19 @@ impl Recorder {
         path: &str,
         body: Option<(&str, String)>,
     ) -> (u16, Value) {
+        self.call_with(method, template, path, body, &[]).await
+    }
+
+    /// A call with more headers. An NDJSON answer is recorded line by
+    /// line (each is one of the declared schema) and returned as an array.
+    async fn call_with(
+        &mut self,
+        method: &str,
+        template: &str,
+        path: &str,
+        body: Option<(&str, String)>,
+        headers: &[(String, String)],
+    ) -> (u16, Value) {
         let client = self.server.http_client();
         let url = format!("{}{path}", self.server.http);
         let mut request = match method {
@@ -157,6 +170,9 @@ impl Recorder {
             _ => client.post(url),
         }
         .bearer_auth(&self.server.key);
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
         if let Some((content_type, body)) = body {
             request = request.header("content-type", content_type).body(body);
         }
@@ -168,6 +184,19 @@ impl Recorder {
             .map(|v| v.to_str().unwrap().split(';').next().unwrap().to_owned())
             .unwrap_or_default();
         let text = response.text().await.expect("a body");
+        if content_type == "application/x-ndjson" {
+            let lines: Vec<Value> = text
+                .lines()
+                .map(|line| serde_json::from_str(line).expect("an NDJSON line"))
+                .collect();
+            for line in &lines {
+                self.answers.push(json!({
+                    "path": template, "method": method, "status": status,
+                    "content_type": content_type, "body": line,
+                }));
+            }
+            return (status, Value::Array(lines));
+        }
         let body = if content_type == "application/json" {
             serde_json::from_str(&text).expect("JSON")
         } else {
@@ -349,6 +378,157 @@ async fn every_operation_answers_what_the_document_says() {
         .await;
     assert_eq!(status, 415);
     r.get("/v1/rejections", "/v1/rejections").await;
+
+    // A batch: two rows as NDJSON, one of them without a customer; a CSV
+    // upload without its header row stops with the batch as far as it got.
+    let rows = [
+        json!({"id": "b0", "source": "openapi", "type": "translation.characters",
+               "customer": "batch-co", "time": rfc3339(months.at(1, 12, 0)),
+               "properties": {"characters": 10, "lang": "de"}}),
+        json!({"id": "b1", "source": "openapi", "type": "translation.characters",
+               "time": rfc3339(months.at(1, 12, 0)), "properties": {}}),
+    ];
+    let ndjson: String = rows.iter().map(|row| format!("{row}\n")).collect();
+    let (status, batch) = r
+        .call(
+            "post",
+            "/v1/batches",
+            "/v1/batches",
+            Some(("application/x-ndjson", ndjson)),
+        )
+        .await;
+    assert_eq!(status, 200, "{batch}");
+    assert_eq!(
+        (&batch["status"], &batch["accepted"], &batch["rejected"]),
+        (&json!("COMPLETE"), &json!(1), &json!(1)),
+        "{batch}"
+    );
+    let batch_id = batch["batch_id"].as_str().unwrap().to_owned();
+    let shown = r
+        .get("/v1/batches/{id}", &format!("/v1/batches/{batch_id}"))
+        .await;
+    assert_eq!(shown, batch);
+    let (status, results) = r
+        .call(
+            "get",
+            "/v1/batches/{id}/results",
+            &format!("/v1/batches/{batch_id}/results"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    let statuses: Vec<_> = results
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|line| (line["row"].clone(), line["status"].clone()))
+        .collect();
+    assert_eq!(
+        statuses,
+        [(json!(1), json!("ACCEPTED")), (json!(2), json!("REJECTED"))]
+    );
+    let (status, failed) = r
+        .call(
+            "post",
+            "/v1/batches",
+            "/v1/batches",
+            Some(("text/csv", String::new())),
+        )
+        .await;
+    assert_eq!(status, 422, "{failed}");
+    assert_eq!(failed["batch"]["status"], "FAILED", "{failed}");
+    let (status, _) = r
+        .call(
+            "get",
+            "/v1/batches/{id}",
+            &format!("/v1/batches/{}", uuid::Uuid::now_v7()),
+            None,
+        )
+        .await;
+    assert_eq!(status, 404);
+
+    // Webhooks: the example Stripe source with its secret written where
+    // standalone reads secrets; a paid invoice maps to an event, another
+    // type is ignored, an unsigned delivery is refused and kept for review.
+    let secret = "whsec_openapi";
+    let folder = r.server.data_dir().join("secrets/default/stripe-webhook");
+    std::fs::create_dir_all(&folder).unwrap();
+    std::fs::write(folder.join("signing-secret"), secret).unwrap();
+    let stripe = |kind: &str, id: &str| {
+        use hmac::{Hmac, Mac};
+        let now = chrono::Utc::now().timestamp();
+        let body = json!({"id": id, "type": kind, "created": now,
+            "data": {"object": {"customer": "stripe-co", "amount_paid": 1200, "currency": "eur"}}})
+        .to_string();
+        let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+        mac.update(format!("{now}.{body}").as_bytes());
+        let signature: String = mac
+            .finalize()
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        (
+            body,
+            vec![(
+                "stripe-signature".to_owned(),
+                format!("t={now},v1={signature}"),
+            )],
+        )
+    };
+    let template = "/v1/webhooks/{namespace}/{source}";
+    let path = "/v1/webhooks/default/stripe-payments";
+    let (body, headers) = stripe("invoice.paid", "evt_openapi_paid");
+    let (status, delivered) = r
+        .call_with(
+            "post",
+            template,
+            path,
+            Some(("application/json", body)),
+            &headers,
+        )
+        .await;
+    assert_eq!(status, 200, "{delivered}");
+    assert_eq!(delivered["delivery_id"], "evt_openapi_paid", "{delivered}");
+    assert_eq!(delivered["accepted"], 1, "{delivered}");
+    let (body, headers) = stripe("customer.created", "evt_openapi_other");
+    let (status, ignored) = r
+        .call_with(
+            "post",
+            template,
+            path,
+            Some(("application/json", body)),
+            &headers,
+        )
+        .await;
+    assert_eq!(
+        (status, &ignored["status"]),
+        (200, &json!("IGNORED")),
+        "{ignored}"
+    );
+    let (status, _) = r
+        .call(
+            "post",
+            template,
+            path,
+            Some(("application/json", "{}".into())),
+        )
+        .await;
+    assert_eq!(status, 401);
+    let kept = r
+        .get("/v1/webhooks/rejections", "/v1/webhooks/rejections")
+        .await;
+    let reasons: BTreeSet<&str> = kept["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        reasons,
+        BTreeSet::from(["WEBHOOK_SIGNATURE_MISSING", "WEBHOOK_UNMATCHED"]),
+        "{kept}"
+    );
     let deadline = Instant::now() + Duration::from_secs(60);
     let event = loop {
         let page = r.get("/v1/events", "/v1/events?customer=acme").await;

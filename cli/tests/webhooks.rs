@@ -264,7 +264,7 @@ async fn rejection_reasons(server: &Server, source: &str) -> Vec<String> {
         .get(&format!("/v1/webhooks/rejections?source={source}"))
         .await;
     assert_eq!(status, 200, "{page}");
-    page["rejections"]
+    page["items"]
         .as_array()
         .unwrap()
         .iter()
@@ -609,7 +609,7 @@ async fn the_rest(server: &Server, secrets: &Secrets) {
     let (_, page) = server
         .get("/v1/webhooks/rejections?reason=webhook_unmappable")
         .await;
-    let stored = &page["rejections"][0];
+    let stored = &page["items"][0];
     assert_eq!(stored["source"], "stripe");
     assert_eq!(
         stored["message"], "mapping 0: customer selects nothing",

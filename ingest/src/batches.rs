@@ -21,27 +21,30 @@
 //! breaks off leaves its batch FAILED with the rows before the break
 //! stored; uploading the file again is safe: stored rows answer DUPLICATE.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
-use aforo_crds::{EventFlag, Tier};
+use aforo_api::v1::batches::{self as v1, RowResult};
+use aforo_api::v1::{ErrorBody, ErrorDetail};
+use aforo_api::{ApiError, ApiQuery, Authed};
+use aforo_crds::Tier;
 use aforo_store::{Batch, BatchResultChunk, BatchStatus, Store, Tenant};
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, State};
+use axum::extract::{FromRef, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures::StreamExt;
 use futures::stream::FuturesOrdered;
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::clock::Clock;
 use crate::decode;
 use crate::gates::EventCandidate;
 use crate::pipeline::{BatchOutcome, Ingestor};
-use crate::rest::{ApiError, authenticate, json_depth};
+use crate::rest::json_depth;
 use aforo_store::auth::Authenticator;
 
 /// Rows per ingest call.
@@ -62,12 +65,27 @@ pub struct BatchState {
     pub max_json_depth: usize,
 }
 
+/// The documented routes with their OpenAPI operations.
+fn routes() -> OpenApiRouter<BatchState> {
+    OpenApiRouter::new()
+        .routes(routes!(upload))
+        .routes(routes!(show))
+        .routes(routes!(results))
+}
+
 pub fn router(state: BatchState) -> Router {
-    Router::new()
-        .route("/v1/batches", post(upload))
-        .route("/v1/batches/{id}", get(show))
-        .route("/v1/batches/{id}/results", get(results))
-        .with_state(state)
+    routes().split_for_parts().0.with_state(state)
+}
+
+/// The batch routes' operations.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    routes().split_for_parts().1
+}
+
+impl FromRef<BatchState> for Authenticator {
+    fn from_ref(state: &BatchState) -> Authenticator {
+        state.auth.clone()
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -346,23 +364,26 @@ struct ChunkOutcome {
 
 /// The per-row results of one chunk, as NDJSON lines.
 fn result_lines(chunk: &ChunkOutcome, out: &mut String) {
-    use std::fmt::Write;
-    for (number, r) in chunk.numbers.iter().zip(&chunk.outcome.results) {
-        let mut line = json!({
-            "row": number,
-            "id": r.id,
-            "status": r.status.as_str(),
-            "stored_event_id": r.stored_id.to_string(),
-        });
-        if let Some(reason) = r.reason {
-            line["reason"] = json!(reason.as_str());
-            line["message"] = json!(r.message);
+    let results = crate::rest::outcome(&chunk.outcome).results;
+    for (&row, r) in chunk.numbers.iter().zip(results) {
+        let line = RowResult {
+            row,
+            id: r.id,
+            status: r.status,
+            stored_event_id: r.stored_event_id,
+            reason: r.reason,
+            message: r.message,
+            flags: r.flags,
+        };
+        match serde_json::to_string(&line) {
+            Ok(text) => {
+                out.push_str(&text);
+                out.push('\n');
+            }
+            // Strings and numbers always serialize; should that ever
+            // change, say so rather than lose the line unseen.
+            Err(e) => tracing::error!(row, error = %e, "a row's result cannot be written"),
         }
-        let flags: Vec<&str> = r.flags.iter().map(EventFlag::as_str).collect();
-        if !flags.is_empty() {
-            line["flags"] = json!(flags);
-        }
-        let _ = writeln!(out, "{line}");
     }
 }
 
@@ -466,28 +487,55 @@ fn spawn_chunk(
     })
 }
 
-fn batch_json(b: &Batch) -> Value {
-    json!({
-        "batch_id": b.id.to_string(),
-        "format": b.format,
-        "status": b.status.as_str(),
-        "rows": b.rows,
-        "accepted": b.accepted,
-        "duplicates": b.duplicates,
-        "rejected": b.rejected,
-        "error": b.error,
-        "created_at": aforo_crds::event::format_time(&b.created_at),
-        "finished_at": b.finished_at.as_ref().map(aforo_crds::event::format_time),
-        "results": format!("/v1/batches/{}/results", b.id),
-    })
+fn batch_view(b: &Batch) -> v1::Batch {
+    v1::Batch {
+        batch_id: b.id,
+        format: b.format.clone(),
+        status: match b.status {
+            BatchStatus::Running => v1::BatchStatus::Running,
+            BatchStatus::Complete => v1::BatchStatus::Complete,
+            BatchStatus::Failed => v1::BatchStatus::Failed,
+        },
+        rows: b.rows,
+        accepted: b.accepted,
+        duplicates: b.duplicates,
+        rejected: b.rejected,
+        error: b.error.clone(),
+        created_at: b.created_at,
+        finished_at: b.finished_at,
+        results: format!("/v1/batches/{}/results", b.id),
+    }
 }
 
+/// Upload events: a CSV file or NDJSON, of any size, streamed.
+///
+/// Every row is gated and stored like an event sent to `/v1/events`; the
+/// answer comes when the last row is stored, with the counters, and each
+/// row's result is at `results`. A row dated before the late-arrival bound
+/// is accepted and flagged `LATE`. An upload that stops early answers the
+/// error with the batch as far as it got: the rows before the stop are
+/// stored, and uploading the same file again is safe (they answer
+/// `DUPLICATE`).
+#[utoipa::path(operation_id = "upload_batch", post, path = "/v1/batches", tag = "batches",
+    request_body(description = "One event per line (aforo JSON), or a CSV header row \
+        (`id`, `source`, `type`, `customer`, `time`, `subject`; other columns are properties) \
+        and one event per record.",
+        content(
+            (String = "application/x-ndjson"),
+            (String = "text/csv"),
+        )),
+    responses(
+        (status = 200, description = "Every row read and answered", body = v1::Batch),
+        (status = 415, description = "Neither CSV nor NDJSON", body = ErrorBody),
+        (status = 422, description = "The file is unusable, e.g. a CSV without a header row", body = v1::BatchFailed),
+        (status = 503, description = "The upload broke off or the store failed; retry the file", body = v1::BatchFailed),
+    ))]
 async fn upload(
     State(state): State<BatchState>,
+    Authed(tenant): Authed,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let tenant = authenticate(&state.auth, &headers).await?;
     let format = Format::of(&headers)?;
     let batch = Batch {
         id: Uuid::now_v7(),
@@ -523,7 +571,7 @@ async fn upload(
                 "the batch vanished",
             )
         })?;
-    let summary = batch_json(&stored);
+    let summary = batch_view(&stored);
     Ok(match outcome {
         Ok(()) => Json(summary).into_response(),
         // Rows before the failure stand; uploading again is safe, since
@@ -533,14 +581,15 @@ async fn upload(
                 Stopped::Input(_) => (StatusCode::UNPROCESSABLE_ENTITY, "INVALID_BATCH"),
                 Stopped::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "UNAVAILABLE"),
             };
-            (
-                status,
-                Json(json!({
-                    "error": {"code": code, "message": e.message()},
-                    "batch": summary,
-                })),
-            )
-                .into_response()
+            let failed = v1::BatchFailed {
+                error: ErrorDetail {
+                    code: code.to_owned(),
+                    message: e.message().to_owned(),
+                    details: None,
+                },
+                batch: summary,
+            };
+            (status, Json(failed)).into_response()
         }
     })
 }
@@ -694,15 +743,21 @@ fn batch_id(text: &str) -> Result<Uuid, ApiError> {
     })
 }
 
+/// An upload's status and counters.
+#[utoipa::path(operation_id = "get_batch", get, path = "/v1/batches/{id}", tag = "batches",
+    params(("id" = String, Path, description = "The `batch_id` of the upload")),
+    responses(
+        (status = 200, body = v1::Batch),
+        (status = 404, description = "No such batch for this key", body = ErrorBody),
+    ))]
 async fn show(
     State(state): State<BatchState>,
-    headers: HeaderMap,
+    Authed(tenant): Authed,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
-    let tenant = authenticate(&state.auth, &headers).await?;
+) -> Result<Json<v1::Batch>, ApiError> {
     let id = batch_id(&id)?;
     match state.store.batch(tenant.id, id).await? {
-        Some(b) => Ok(Json(batch_json(&b))),
+        Some(b) => Ok(Json(batch_view(&b))),
         None => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "NOT_FOUND",
@@ -711,15 +766,27 @@ async fn show(
     }
 }
 
-/// Streams the stored results, a few chunks at a time.
+/// A route that takes no query parameters: any is an error, not ignored.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NoParameters {}
+
+/// Each row's result: one NDJSON line per row, in file order.
+///
+/// Streamed as stored, a few thousand rows at a time, so a file of
+/// millions of rows is read with bounded memory on both sides.
+#[utoipa::path(operation_id = "get_batch_results", get, path = "/v1/batches/{id}/results", tag = "batches",
+    params(("id" = String, Path, description = "The `batch_id` of the upload")),
+    responses(
+        (status = 200, description = "One `RowResult` per line", content_type = "application/x-ndjson", body = RowResult),
+        (status = 404, description = "No such batch for this key", body = ErrorBody),
+    ))]
 async fn results(
     State(state): State<BatchState>,
-    headers: HeaderMap,
+    Authed(tenant): Authed,
     Path(id): Path<String>,
-    axum::extract::Query(raw): axum::extract::Query<HashMap<String, String>>,
+    ApiQuery(NoParameters {}): ApiQuery<NoParameters>,
 ) -> Result<Response, ApiError> {
-    let tenant = authenticate(&state.auth, &headers).await?;
-    crate::rest::Params::new(raw, &[])?;
     let id = batch_id(&id)?;
     if state.store.batch(tenant.id, id).await?.is_none() {
         return Err(ApiError::new(
@@ -757,6 +824,7 @@ async fn results(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn split(format: Format, max: usize, pieces: &[&[u8]]) -> Vec<Row> {
         let mut splitter = RowSplitter::new(format, max);

@@ -39,10 +39,19 @@ pub use server::IngestServer;
 pub fn document() -> utoipa::openapi::OpenApi {
     aforo_api::openapi::document(
         "aforo ingest API",
-        "The front doors: events as aforo JSON and CloudEvents, and the rejections the \
-         gates stored.",
-        rest::openapi(),
+        "The front doors: events as aforo JSON and CloudEvents, CSV and NDJSON batch \
+         uploads, providers' signed webhooks, and what the gates and the webhook receiver \
+         set aside.",
+        operations(),
     )
+}
+
+/// The operations of every ingest route: events, batches, webhooks.
+fn operations() -> utoipa::openapi::OpenApi {
+    let mut doc = rest::openapi();
+    doc.merge(batches::openapi());
+    doc.merge(webhooks::openapi());
+    doc
 }
 
 /// The document of `aforo standalone`: the front doors and every route
@@ -52,6 +61,6 @@ pub fn standalone_document(other: utoipa::openapi::OpenApi) -> utoipa::openapi::
         "aforo API",
         "Every role in one process: the front doors, the catalog, customers and \
          subscriptions, revenue, bill runs and invoices.",
-        [rest::openapi(), other],
+        [operations(), other],
     )
 }

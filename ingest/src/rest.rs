@@ -272,30 +272,6 @@ pub(crate) fn outcome(outcome: &BatchOutcome) -> IngestResponse {
     }
 }
 
-/// Query parameters, checked by name so a typo is an error, not a silent no-op.
-pub(crate) struct Params(HashMap<String, String>);
-
-impl Params {
-    pub(crate) fn new(raw: HashMap<String, String>, allowed: &[&str]) -> Result<Self, ApiError> {
-        if let Some(unknown) = raw.keys().find(|k| !allowed.contains(&k.as_str())) {
-            return Err(ApiError::bad_query(format!(
-                "unknown parameter {unknown:?}; accepted: {}",
-                allowed.join(", ")
-            )));
-        }
-        Ok(Params(raw))
-    }
-    pub(crate) fn text(&self, name: &str) -> Option<String> {
-        self.0.get(name).filter(|v| !v.is_empty()).cloned()
-    }
-    pub(crate) fn cursor(&self) -> Result<Option<i64>, ApiError> {
-        query_cursor(self.text("after"))
-    }
-    pub(crate) fn limit(&self) -> Result<u32, ApiError> {
-        query_limit(self.text("limit"))
-    }
-}
-
 /// `GET /v1/events`: filters, order and cursor. An unknown parameter is an
 /// error, not a silent no-op.
 #[derive(Deserialize, IntoParams)]

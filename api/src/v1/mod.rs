@@ -15,6 +15,7 @@
 //! domain's own types (in `aforo-billing`): they are stored, hashed and
 //! replayed as they are, so the wire shows them as they are.
 
+pub mod batches;
 pub mod bill_runs;
 pub mod catalog;
 mod convert;
@@ -23,6 +24,7 @@ pub mod events;
 pub mod invoices;
 pub mod subscriptions;
 pub mod usage;
+pub mod webhooks;
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;

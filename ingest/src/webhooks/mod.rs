@@ -27,25 +27,31 @@ pub mod verify;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use aforo_api::v1::webhooks::{Delivered, Ignored, WebhookAnswer, WebhookRejection};
+use aforo_api::v1::{ErrorBody, Page};
+use aforo_api::{ApiQuery, Authed};
+
 use aforo_crds::Tier;
 use aforo_crds::catalog::{Provider, WebhookSourceSpec};
-use aforo_crds::event::format_time;
 use aforo_store::cache::CatalogCache;
 use aforo_store::{NewWebhookRejection, Store, Tenant, WebhookRejectionQuery};
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::{FromRef, Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine;
 use chrono::{DateTime, Utc};
-use serde_json::{Value, json};
+use serde::Deserialize;
+use serde_json::Value;
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 use crate::clock::Clock;
 use crate::pipeline::Ingestor;
-use crate::rest::{ApiError, Params};
+use crate::rest::ApiError;
 use aforo_store::auth::Authenticator;
 use mapping::{CompiledMapping, DeliveryFacts, Mapped};
 use secrets::SecretFiles;
@@ -99,7 +105,10 @@ impl DeliveryRejection {
     fn answer(self) -> Response {
         let (status, code, message) = match self {
             DeliveryRejection::Unmatched => {
-                return Json(json!({"status": "IGNORED"})).into_response();
+                return Json(Ignored {
+                    status: "IGNORED".to_owned(),
+                })
+                .into_response();
             }
             DeliveryRejection::Unmappable => (
                 StatusCode::UNPROCESSABLE_ENTITY,
@@ -117,11 +126,7 @@ impl DeliveryRejection {
                 "the delivery was not accepted",
             ),
         };
-        (
-            status,
-            Json(json!({"error": {"code": code, "message": message}})),
-        )
-            .into_response()
+        ApiError::new(status, code, message).into_response()
     }
 }
 
@@ -188,11 +193,26 @@ impl WebhookState {
     }
 }
 
+/// The documented routes with their OpenAPI operations.
+fn routes() -> OpenApiRouter<WebhookState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_rejections))
+        .routes(routes!(receive))
+}
+
 pub fn router(state: WebhookState) -> Router {
-    Router::new()
-        .route("/v1/webhooks/rejections", get(list_rejections))
-        .route("/v1/webhooks/{namespace}/{source}", post(receive))
-        .with_state(state)
+    routes().split_for_parts().0.with_state(state)
+}
+
+/// The webhook routes' operations.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    routes().split_for_parts().1
+}
+
+impl FromRef<WebhookState> for Authenticator {
+    fn from_ref(state: &WebhookState) -> Authenticator {
+        state.auth.clone()
+    }
 }
 
 /// The request's headers as `(lowercase name, value)`, in order. Credentials
@@ -357,6 +377,34 @@ impl Intake<'_> {
     }
 }
 
+/// Receive a provider's delivery for the WebhookSource `source` of the
+/// tenant `namespace`.
+///
+/// Authenticated by the provider's signature over the raw body (Stripe,
+/// GitHub, Slack, Twilio, SendGrid, Standard Webhooks), not by an API key.
+/// Each event the source's mappings make of the delivery gets a result;
+/// the provider's delivery id is the idempotency key, so a redelivery
+/// answers `DUPLICATE`. A delivery that goes no further is stored for
+/// review at `/v1/webhooks/rejections`, and the caller learns only 401,
+/// 413 or 422 — never which check failed.
+#[utoipa::path(operation_id = "receive_webhook", post, path = "/v1/webhooks/{namespace}/{source}", tag = "webhooks",
+    params(
+        ("namespace" = String, Path, description = "The tenant's name"),
+        ("source" = String, Path, description = "The WebhookSource's name"),
+    ),
+    request_body(description = "The provider's body, as it signed it", content(
+        (Object = "application/json"),
+        (String = "application/x-www-form-urlencoded"),
+    )),
+    security(()),
+    responses(
+        (status = 200, description = "Verified and mapped: a result per event (`Delivered`); or \
+            verified but selected by no mapping: stored, and `IGNORED` so the provider does not retry", body = WebhookAnswer),
+        (status = 401, description = "Not authentic (or no such source)", body = ErrorBody),
+        (status = 413, description = "Larger than the endpoint accepts", body = ErrorBody),
+        (status = 422, description = "Authentic but not mappable", body = ErrorBody),
+        (status = 503, description = "Not stored; retry", body = ErrorBody),
+    ))]
 async fn receive(
     State(state): State<WebhookState>,
     Path((namespace, source)): Path<(String, String)>,
@@ -542,61 +590,75 @@ async fn receive(
     .into_response()
 }
 
-/// What a delivery became: a result per event, and the provider's delivery id.
-#[derive(serde::Serialize)]
-struct Delivered {
-    #[serde(flatten)]
-    outcome: aforo_api::v1::events::IngestResponse,
-    delivery_id: Option<String>,
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+struct WebhookRejectionsQuery {
+    /// A WebhookSource's name.
+    source: Option<String>,
+    /// A reason code, e.g. `WEBHOOK_SIGNATURE_INVALID`.
+    reason: Option<String>,
+    /// `next_cursor` of the previous page.
+    after: Option<String>,
+    /// 1 to 1000; 100 when absent.
+    limit: Option<String>,
 }
 
+/// The tenant's deliveries that did not become events, with what arrived
+/// and exactly why.
+#[utoipa::path(operation_id = "list_webhook_rejections", get, path = "/v1/webhooks/rejections", tag = "webhooks",
+    params(WebhookRejectionsQuery),
+    responses((status = 200, body = Page<WebhookRejection>)))]
 async fn list_rejections(
     State(state): State<WebhookState>,
-    headers: HeaderMap,
-    Query(raw): Query<HashMap<String, String>>,
-) -> Result<Json<Value>, ApiError> {
-    let tenant = crate::rest::authenticate(&state.auth, &headers).await?;
-    let p = Params::new(raw, &["source", "reason", "after", "limit"])?;
+    Authed(tenant): Authed,
+    ApiQuery(q): ApiQuery<WebhookRejectionsQuery>,
+) -> Result<Json<Page<WebhookRejection>>, ApiError> {
     let query = WebhookRejectionQuery {
-        source: p.text("source"),
-        reason: p.text("reason").map(|r| r.to_ascii_uppercase()),
-        after: p.cursor()?,
-        limit: p.limit()?,
+        source: q.source.filter(|s| !s.is_empty()),
+        reason: q
+            .reason
+            .filter(|s| !s.is_empty())
+            .map(|r| r.to_ascii_uppercase()),
+        after: crate::rest::query_cursor(q.after)?,
+        limit: crate::rest::query_limit(q.limit)?,
     };
     let page = state
         .store
         .list_webhook_rejections(tenant.id, &query)
         .await?;
-    let items: Vec<Value> = page
+    let items = page
         .items
-        .iter()
+        .into_iter()
         .map(|stored| {
-            let r = &stored.rejection;
-            json!({
-                "stored_id": r.stored_id.to_string(),
-                "cursor": stored.seq.to_string(),
-                "namespace": r.namespace,
-                "source": r.source,
-                "provider": r.provider,
-                "reason": r.reason,
-                "message": r.message,
-                "headers": r.headers,
-                "body": std::str::from_utf8(&r.body).ok(),
-                "body_base64": base64::engine::general_purpose::STANDARD.encode(&r.body),
-                "received_at": format_time(&r.received_at),
-                "node": r.node,
-            })
+            let r = stored.rejection;
+            WebhookRejection {
+                stored_id: r.stored_id,
+                cursor: stored.seq.to_string(),
+                namespace: r.namespace,
+                source: r.source,
+                provider: r.provider,
+                reason: r.reason,
+                message: r.message,
+                headers: r.headers,
+                body: std::str::from_utf8(&r.body).ok().map(str::to_owned),
+                body_base64: base64::engine::general_purpose::STANDARD.encode(&r.body),
+                received_at: r.received_at,
+                node: r.node,
+            }
         })
         .collect();
-    Ok(Json(json!({
-        "rejections": items,
-        "next_cursor": page.next_after.map(|c| c.to_string()),
-    })))
+    Ok(Json(Page {
+        items,
+        next_cursor: page.next_after.map(|c| c.to_string()),
+        total: None,
+    }))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn spec(public_url: Option<&str>) -> WebhookSourceSpec {
         serde_json::from_value(json!({
