@@ -15,6 +15,7 @@ mod error;
 mod extract;
 pub mod host;
 pub mod openapi;
+pub mod serve;
 pub mod v1;
 
 pub use error::ApiError;

@@ -6,6 +6,8 @@ use std::sync::Arc;
 
 use std::time::Duration;
 
+use aforo_api::host::Limits;
+use aforo_api::serve::{Host, Listeners, Role};
 use aforo_billing::catalog::CatalogApi;
 use aforo_billing::customers::BusinessData;
 use aforo_billing::grpc::{CatalogGrpc, CustomerGrpc, InvoiceGrpc, UsageGrpc};
@@ -13,7 +15,8 @@ use aforo_billing::invoices::InvoiceApi;
 use aforo_billing::rest::BillingState;
 use aforo_billing::usage::UsageApi;
 use aforo_ingest::enrich::Enricher;
-use aforo_ingest::{IngestConfig, IngestServer, clock::SystemClock};
+use aforo_ingest::metrics::ContextCacheLookups;
+use aforo_ingest::{IngestConfig, clock::SystemClock};
 use aforo_proto::v1::catalog_service_server::CatalogServiceServer;
 use aforo_proto::v1::customer_service_server::CustomerServiceServer;
 use aforo_proto::v1::invoice_service_server::InvoiceServiceServer;
@@ -24,8 +27,6 @@ use aforo_store::cache::CatalogCache;
 use aforo_store::context::{self, ContextCache};
 use anyhow::Context;
 use clap::Args;
-use tokio::sync::watch;
-use tonic::service::Routes;
 
 /// Where the embedded store and the development key live.
 #[derive(Args, Clone, Debug)]
@@ -119,7 +120,6 @@ pub async fn enrich(args: EnrichArgs) -> anyhow::Result<ExitCode> {
     let store = aforo_store::open(&args.database_url)
         .await
         .with_context(|| format!("cannot open the store at {}", redact(&args.database_url)))?;
-    let (stop, stopped) = watch::channel(false);
     let context = Arc::new(match &args.redis_url {
         Some(url) => ContextCache::redis(url, context::DEFAULT_TTL)?,
         // Nothing invalidates an in-process cache from another process.
@@ -135,74 +135,41 @@ pub async fn enrich(args: EnrichArgs) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::SUCCESS);
     }
-    let listener = tokio::net::TcpListener::bind(args.http_addr)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.http_addr))?;
-    let http_addr = listener.local_addr()?;
-    let probes = probes(store.clone(), context.clone());
-    let worker = tokio::spawn(Enricher::new(store, context, args.batch).run(stopped.clone()));
-    let mut http_stopped = stopped;
-    let http = tokio::spawn(async move {
-        axum::serve(listener, probes)
-            .with_graceful_shutdown(async move {
-                let _ = http_stopped.wait_for(|s| *s).await;
-            })
-            .await
-    });
+    let http = bind(args.http_addr).await?;
+    let http_addr = http.local_addr()?;
+    let mut host = Host::new(store.clone(), Limits::default());
+    ContextCacheLookups::register(host.registry(), context.clone());
+    host.add(enrich_role(store, context, 1, args.batch));
     println!("aforo enrich ready: http=http://{http_addr}");
-    shutdown_signal().await;
-    let _ = stop.send(true);
-    worker.await?;
-    http.await??;
+    host.serve(
+        Listeners {
+            http,
+            grpc: None,
+            grpc_max_connection_age: None,
+        },
+        shutdown_signal(),
+    )
+    .await?;
     Ok(ExitCode::SUCCESS)
 }
 
-/// The enrich and billing roles' probes: liveness, readiness (the store
-/// answers) and the context cache's counters.
-fn probes(store: Arc<dyn Store>, context: Arc<ContextCache>) -> axum::Router {
-    use axum::http::{StatusCode, header};
-    use axum::routing::get;
-    let metrics_store = store.clone();
-    axum::Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route(
-            "/readyz",
-            get(move || {
-                let store = store.clone();
-                async move {
-                    match store.ping().await {
-                        Ok(()) => (StatusCode::OK, "ok".to_owned()),
-                        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
-                    }
-                }
-            }),
-        )
-        .route(
-            "/metrics",
-            get(move || {
-                let stats = context.stats();
-                let store = metrics_store.clone();
-                async move {
-                    let mut body = aforo_ingest::metrics::context_cache_exposition(stats);
-                    // A store that does not answer leaves the gauge out
-                    // (a scrape gap), rather than reporting a made-up zero.
-                    match store.enrichment_backlog().await {
-                        Ok(events) => body.push_str(
-                            &aforo_ingest::metrics::enrichment_backlog_exposition(events),
-                        ),
-                        Err(e) => tracing::warn!(error = %e, "cannot count the enrichment backlog"),
-                    }
-                    body.push_str("# EOF\n");
-                    (
-                        [(
-                            header::CONTENT_TYPE,
-                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                        )],
-                        body,
-                    )
-                }
-            }),
-        )
+/// `enrichers` enrichers claiming batches of `batch` events.
+fn enrich_role(
+    store: Arc<dyn Store>,
+    context: Arc<ContextCache>,
+    enrichers: usize,
+    batch: u32,
+) -> Role {
+    (0..enrichers).fold(Role::new("enrich"), |role, _| {
+        let enricher = Enricher::new(store.clone(), context.clone(), batch);
+        role.task(move |stop| enricher.run(stop))
+    })
+}
+
+async fn bind(addr: std::net::SocketAddr) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))
 }
 
 #[derive(Args, Debug)]
@@ -281,24 +248,30 @@ pub(crate) async fn shutdown_signal() {
 /// How long a role trusts its cached catalog before asking the store again.
 const CATALOG_TTL: Duration = Duration::from_secs(5);
 
+/// Binds the ingest config's ports, prints the ready line and serves.
 async fn serve(
     role: &str,
-    server: IngestServer,
+    host: Host,
+    config: &IngestConfig,
     backend: &str,
-    stop: watch::Sender<bool>,
 ) -> anyhow::Result<ExitCode> {
+    let http = bind(config.http_addr).await?;
+    let grpc = bind(config.grpc_addr).await?;
     // One line on stdout when ready: scripts and tests wait for it.
     println!(
         "aforo {role} ready: http=http://{} grpc={} store={backend}",
-        server.http_addr(),
-        server.grpc_addr()
+        http.local_addr()?,
+        grpc.local_addr()?
     );
-    server
-        .run(async move {
-            shutdown_signal().await;
-            let _ = stop.send(true);
-        })
-        .await?;
+    host.serve(
+        Listeners {
+            http,
+            grpc: Some(grpc),
+            grpc_max_connection_age: config.grpc_max_connection_age,
+        },
+        shutdown_signal(),
+    )
+    .await?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -323,32 +296,28 @@ pub async fn standalone(mut args: StandaloneArgs) -> anyhow::Result<ExitCode> {
         crate::manifests::watch(catalog.clone(), tenant.id, dir.clone());
     }
     let backend = store.backend();
+    let mut host = Host::new(store.clone(), args.ingest.http.limits());
+    host.openapi(aforo_ingest::standalone_document(
+        aforo_billing::rest::openapi(),
+    ));
+    ContextCacheLookups::register(host.registry(), context.clone());
+    let ingest = aforo_ingest::role::build(
+        &args.ingest,
+        store.clone(),
+        cache,
+        Arc::new(SystemClock),
+        host.registry(),
+    );
+    host.add(ingest);
     let billing = BillingServices::new(store.clone(), catalog, context.clone(), &args.billing)?;
-    let invoices = billing.invoices.clone();
-    let (billing_http, billing_grpc) = billing.routes();
-    let enrich_store = store.clone();
-    let server = IngestServer::bind(&args.ingest, store, cache, Arc::new(SystemClock))
-        .await?
-        .extend(billing_http, billing_grpc, aforo_billing::rest::openapi());
-    if args.enrichers > 0 {
-        server.metrics().watch_context_cache(context.clone());
-    }
-    let (stop, stopped) = watch::channel(false);
-    if args.billing.bill_every_secs > 0 {
-        tokio::spawn(invoices.schedule(
-            Duration::from_secs(args.billing.bill_every_secs),
-            stopped.clone(),
-        ));
-    }
-    if args.enrichers > 0 {
-        for _ in 0..args.enrichers {
-            tokio::spawn(
-                Enricher::new(enrich_store.clone(), context.clone(), args.enrich_batch)
-                    .run(stopped.clone()),
-            );
-        }
-    }
-    serve("standalone", server, backend, stop).await
+    host.add(billing.role(args.billing.bill_every_secs));
+    host.add(enrich_role(
+        store,
+        context,
+        args.enrichers,
+        args.enrich_batch,
+    ));
+    serve("standalone", host, &args.ingest, backend).await
 }
 
 /// The billing role's APIs over one store: catalog, customers and
@@ -383,34 +352,43 @@ impl BillingServices {
         })
     }
 
-    fn routes(self) -> (axum::Router, Routes) {
+    /// The billing role: its REST and gRPC APIs, and the bill-run
+    /// scheduler every `bill_every_secs` (0: none).
+    fn role(self, bill_every_secs: u64) -> Role {
         let store = self.store;
         let business = BusinessData::new(store.clone(), self.catalog.clone(), self.context.clone());
+        let usage = UsageApi::new(store.clone(), self.context.clone());
         let http = aforo_billing::rest::router(BillingState {
             catalog: self.catalog.clone(),
             business: business.clone(),
-            usage: UsageApi::new(store.clone(), self.context.clone()),
+            usage: usage.clone(),
             auth: self.auth.clone(),
             invoices: self.invoices.clone(),
         });
-        let grpc = Routes::new(CatalogServiceServer::new(CatalogGrpc::new(
-            self.catalog,
-            self.auth.clone(),
-        )))
-        .add_service(CustomerServiceServer::new(CustomerGrpc::new(
-            business,
-            self.auth.clone(),
-        )))
-        .add_service(UsageServiceServer::new(UsageGrpc::new(
-            UsageApi::new(store.clone(), self.context.clone()),
-            store,
-            self.auth.clone(),
-        )))
-        .add_service(InvoiceServiceServer::new(InvoiceGrpc::new(
-            self.invoices,
-            self.auth,
-        )));
-        (http, grpc)
+        let descriptors = aforo_proto::FILE_DESCRIPTOR_SET;
+        let role = Role::new("billing")
+            .http(http)
+            .grpc(
+                CatalogServiceServer::new(CatalogGrpc::new(self.catalog, self.auth.clone())),
+                descriptors,
+            )
+            .grpc(
+                CustomerServiceServer::new(CustomerGrpc::new(business, self.auth.clone())),
+                descriptors,
+            )
+            .grpc(
+                UsageServiceServer::new(UsageGrpc::new(usage, store, self.auth.clone())),
+                descriptors,
+            )
+            .grpc(
+                InvoiceServiceServer::new(InvoiceGrpc::new(self.invoices.clone(), self.auth)),
+                descriptors,
+            );
+        if bill_every_secs == 0 {
+            return role;
+        }
+        let invoices = self.invoices;
+        role.task(move |stop| invoices.schedule(Duration::from_secs(bill_every_secs), stop))
     }
 }
 
@@ -443,8 +421,6 @@ pub struct BillingRoleArgs {
 /// The billing role: the catalog, customers, usage and invoice APIs (REST
 /// and gRPC) and the bill-run scheduler; no front doors, no enrichment.
 pub async fn billing(args: BillingRoleArgs) -> anyhow::Result<ExitCode> {
-    use tokio_stream::wrappers::TcpListenerStream;
-
     let store = aforo_store::open(&args.database_url)
         .await
         .with_context(|| format!("cannot open the store at {}", redact(&args.database_url)))?;
@@ -456,73 +432,28 @@ pub async fn billing(args: BillingRoleArgs) -> anyhow::Result<ExitCode> {
     });
     let catalog = CatalogApi::new(store.clone(), cache, context.clone());
     let services = BillingServices::new(store.clone(), catalog, context.clone(), &args.billing)?;
-    let invoices = services.invoices.clone();
-    let (billing_http, billing_grpc) = services.routes();
+    let mut host = Host::new(store.clone(), args.http.limits());
+    host.openapi(aforo_billing::rest::document());
+    ContextCacheLookups::register(host.registry(), context);
+    host.add(services.role(args.billing.bill_every_secs));
 
-    let http_listener = tokio::net::TcpListener::bind(args.http_addr)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.http_addr))?;
-    let grpc_listener = tokio::net::TcpListener::bind(args.grpc_addr)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.grpc_addr))?;
-    let http_addr = http_listener.local_addr()?;
-    let grpc_addr = grpc_listener.local_addr()?;
-
-    let (stop, stopped) = watch::channel(false);
-    if args.billing.bill_every_secs > 0 {
-        tokio::spawn(invoices.schedule(
-            Duration::from_secs(args.billing.bill_every_secs),
-            stopped.clone(),
-        ));
-    }
-    let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    health_reporter
-        .set_serving::<CatalogServiceServer<CatalogGrpc>>()
-        .await;
-    // Both reflection versions, as the ingest role serves: grpcurl and
-    // older clients still ask v1alpha.
-    let reflection = || {
-        tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(aforo_proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-    };
-    let routes = billing_grpc
-        .add_service(health_service)
-        .add_service(reflection().build_v1()?)
-        .add_service(reflection().build_v1alpha()?);
-    let mut builder = tonic::transport::Server::builder().trace_fn(aforo_api::host::grpc_span);
-    if let Some(age) = args.grpc_max_connection_age {
-        builder = builder.max_connection_age(age);
-    }
-    let mut grpc_stopped = stopped.clone();
-    let grpc = tokio::spawn(builder.add_routes(routes).serve_with_incoming_shutdown(
-        TcpListenerStream::new(grpc_listener),
-        async move {
-            let _ = grpc_stopped.wait_for(|s| *s).await;
-        },
-    ));
-    let app = aforo_api::host::traced(aforo_api::host::bounded(
-        billing_http
-            .merge(probes(store.clone(), context))
-            .merge(aforo_api::openapi::route(&aforo_billing::rest::document())),
-        args.http.limits(),
-    ));
-    let mut http_stopped = stopped;
-    let http = tokio::spawn(async move {
-        axum::serve(http_listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = http_stopped.wait_for(|s| *s).await;
-            })
-            .await
-    });
+    let http = bind(args.http_addr).await?;
+    let grpc = bind(args.grpc_addr).await?;
     println!(
-        "aforo billing ready: http=http://{http_addr} grpc={grpc_addr} store={}",
+        "aforo billing ready: http=http://{} grpc={} store={}",
+        http.local_addr()?,
+        grpc.local_addr()?,
         store.backend()
     );
-    shutdown_signal().await;
-    let _ = stop.send(true);
-    grpc.await??;
-    http.await??;
+    host.serve(
+        Listeners {
+            http,
+            grpc: Some(grpc),
+            grpc_max_connection_age: args.grpc_max_connection_age,
+        },
+        shutdown_signal(),
+    )
+    .await?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -532,9 +463,17 @@ pub async fn ingest(args: IngestArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("cannot open the store at {}", redact(&args.database_url)))?;
     let cache = Arc::new(CatalogCache::new(store.clone(), CATALOG_TTL));
     let backend = store.backend();
-    let server = IngestServer::bind(&args.ingest, store, cache, Arc::new(SystemClock)).await?;
-    let (stop, _) = watch::channel(false);
-    serve("ingest", server, backend, stop).await
+    let mut host = Host::new(store.clone(), args.ingest.http.limits());
+    host.openapi(aforo_ingest::document());
+    let ingest = aforo_ingest::role::build(
+        &args.ingest,
+        store,
+        cache,
+        Arc::new(SystemClock),
+        host.registry(),
+    );
+    host.add(ingest);
+    serve("ingest", host, &args.ingest, backend).await
 }
 
 #[cfg(test)]

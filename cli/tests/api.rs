@@ -1,7 +1,9 @@
 //! The API edge on a real standalone server: one error envelope for every
 //! malformed input on every route, authentication before any body is read,
 //! paging that reaches the end whatever the limit asked for, and REST
-//! writes that take effect for enrichment at once.
+//! writes that take effect for enrichment at once; and the host of every
+//! role: gRPC health for each of its services, reflection, probes, one
+//! metrics exposition.
 //!
 //! Dates: the subscription starts on the first of last month and the
 //! events are dated now ([`Months`]).
@@ -11,7 +13,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use common::{Backend, Months, Server, examples_with, rfc3339};
+use common::{Backend, Months, Server, examples_with, grpcurl, rfc3339, single_role};
 use serde_json::{Value, json};
 
 /// `(method, path, content type, body)` of requests every one of which is
@@ -297,4 +299,87 @@ async fn a_request_over_its_time_is_answered_with_the_envelope_and_stores_nothin
     let json: Value = response.json().await.expect("the envelope");
     assert_eq!(json["error"]["code"], "TIMEOUT", "{json}");
     assert!(server.all_events().await.is_empty());
+}
+
+/// Runs `grpcurl -plaintext FLAGS ADDRESS VERB`; its stdout.
+fn grpcurl_out(flags: &[&str], address: &str, verb: &str) -> String {
+    let args: Vec<&str> = ["-plaintext"]
+        .iter()
+        .chain(flags)
+        .chain(&[address, verb])
+        .copied()
+        .collect();
+    let output = std::process::Command::new(grpcurl())
+        .args(&args)
+        .output()
+        .expect("run grpcurl");
+    assert!(
+        output.status.success(),
+        "grpcurl {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+#[tokio::test]
+async fn every_role_reports_each_of_its_services_serving_and_one_exposition() {
+    let http = reqwest::Client::new();
+    let ports = ["--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0"];
+    let cases: [(&[&str], &[&str]); 2] = [
+        (&["ingest"], &["aforo.v1.IngestService"]),
+        (
+            &["billing", "--bill-every-secs", "0"],
+            &[
+                "aforo.v1.CatalogService",
+                "aforo.v1.CustomerService",
+                "aforo.v1.UsageService",
+                "aforo.v1.InvoiceService",
+            ],
+        ),
+    ];
+    for (args, services) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let args: Vec<&str> = args.iter().chain(&ports).copied().collect();
+        let (_role, ready) = single_role(&args, dir.path()).await;
+        let grpc = ready.field("grpc=");
+        let listed = grpcurl_out(&[], &grpc, "list");
+        assert!(listed.contains("grpc.health.v1.Health"), "{listed}");
+        // "" is the server as a whole.
+        for service in services.iter().chain(&[""]) {
+            assert!(
+                listed.contains(service),
+                "{args:?} lists {service}: {listed}"
+            );
+            let request = json!({ "service": service }).to_string();
+            let health = grpcurl_out(&["-d", &request], &grpc, "grpc.health.v1.Health/Check");
+            assert!(
+                health.contains("\"SERVING\""),
+                "{args:?} {service}: {health}"
+            );
+        }
+        let base = ready.field("http=");
+        for probe in ["/healthz", "/readyz"] {
+            let status = http
+                .get(format!("{base}{probe}"))
+                .send()
+                .await
+                .unwrap()
+                .status();
+            assert_eq!(status, 200, "{args:?} {probe}");
+        }
+        let metrics = http
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            metrics.contains("\naforo_enrichment_backlog_events 0\n"),
+            "{args:?}: {metrics}"
+        );
+        assert_eq!(metrics.matches("# EOF").count(), 1, "{args:?}: {metrics}");
+        assert!(metrics.ends_with("# EOF\n"), "{args:?}: {metrics}");
+    }
 }

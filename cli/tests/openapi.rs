@@ -12,12 +12,11 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{BIN, Backend, Months, Server, api_time, examples, ready_line, rfc3339};
+use common::{Backend, Months, Server, api_time, examples, rfc3339, single_role};
 use serde_json::{Value, json};
-use tokio::process::{Child, Command};
+use tokio::process::Child;
 
 fn committed(role: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("../api/openapi/{role}.json"))
@@ -87,19 +86,10 @@ fn every_committed_document_is_valid_openapi_3_1() {
 
 /// Starts a single role on a fresh SQLite store; returns it and its HTTP URL.
 async fn role(args: &[&str], dir: &tempfile::TempDir) -> (Child, String) {
-    let database = format!("sqlite://{}", dir.path().join("aforo.db").display());
-    let mut child = Command::new(BIN)
-        .args(args)
-        .args(["--database-url", &database])
-        .args(["--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0"])
-        .env("AFORO_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn aforo");
-    let http = ready_line(&mut child).await.field("http=");
-    (child, http)
+    let ports = ["--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0"];
+    let args: Vec<&str> = args.iter().chain(&ports).copied().collect();
+    let (child, ready) = single_role(&args, dir.path()).await;
+    (child, ready.field("http="))
 }
 
 async fn served(http: &str) -> String {

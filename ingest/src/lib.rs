@@ -29,11 +29,10 @@ pub mod grpc;
 pub mod metrics;
 pub mod pipeline;
 pub mod rest;
-pub mod server;
+pub mod role;
 pub mod webhooks;
 
 pub use config::IngestConfig;
-pub use server::IngestServer;
 
 /// The ingest role's OpenAPI document.
 pub fn document() -> utoipa::openapi::OpenApi {

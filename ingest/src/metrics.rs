@@ -1,6 +1,15 @@
-//! Prometheus metrics of the ingest role, served on `/metrics`.
+//! Prometheus metrics of the ingest role, and the enrichment context
+//! cache's counters: registered in the process's one registry and served on
+//! its `/metrics` ([`aforo_api::serve`]).
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use aforo_store::context::ContextCache;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -51,9 +60,6 @@ fn size_histogram() -> Histogram {
 }
 
 pub struct Metrics {
-    registry: Registry,
-    /// The enrichment context cache of this process, when it enriches.
-    context: std::sync::OnceLock<std::sync::Arc<aforo_store::context::ContextCache>>,
     events: Family<EventLabels, Counter>,
     request_seconds: Family<DoorLabels, Histogram, fn() -> Histogram>,
     request_events: Family<DoorLabels, Histogram, fn() -> Histogram>,
@@ -63,15 +69,10 @@ pub struct Metrics {
     batch_rows: Family<BatchLabels, Counter>,
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl Metrics {
-    pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("aforo_ingest");
+    /// The ingest metrics, registered in `registry` as `aforo_ingest_*`.
+    pub fn register(registry: &mut Registry) -> Self {
+        let registry = registry.sub_registry_with_prefix("aforo_ingest");
         let events = Family::<EventLabels, Counter>::default();
         registry.register(
             "events",
@@ -124,10 +125,8 @@ impl Metrics {
             batch_rows.clone(),
         );
         Metrics {
-            registry,
             deliveries,
             batch_rows,
-            context: std::sync::OnceLock::new(),
             events,
             request_seconds,
             request_events,
@@ -204,51 +203,49 @@ impl Metrics {
             .observe(elapsed.as_secs_f64());
         self.commit_group_events.observe(size as f64);
     }
+}
 
-    /// Reports the enrichment context cache's hits, misses and fallbacks.
-    pub fn watch_context_cache(&self, cache: std::sync::Arc<aforo_store::context::ContextCache>) {
-        let _ = self.context.set(cache);
+/// The enrichment context cache's lookups by result, read from the cache's
+/// own counters at each scrape.
+pub struct ContextCacheLookups(pub Arc<ContextCache>);
+
+impl std::fmt::Debug for ContextCacheLookups {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("ContextCacheLookups")
+            .field(&self.0.stats())
+            .finish()
     }
+}
 
-    /// The OpenMetrics text exposition.
-    pub fn encode(&self) -> String {
-        let mut out = String::new();
-        // Writing into a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
-        if let Some(cache) = self.context.get() {
-            // The cache counts in its own atomics.
-            out = before_eof(out, &context_cache_exposition(cache.stats()));
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
+impl ContextCacheLookups {
+    /// Registers the lookups of `cache` as
+    /// `aforo_enrich_context_cache_lookups_total`.
+    pub fn register(registry: &mut Registry, cache: Arc<ContextCache>) {
+        registry.register_collector(Box::new(ContextCacheLookups(cache)));
+    }
+}
+
+impl Collector for ContextCacheLookups {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let stats = self.0.stats();
+        let mut family = encoder.encode_descriptor(
+            "aforo_enrich_context_cache_lookups",
+            "Enrichment context lookups, by result (fallback: the cache was unreachable and the store answered)",
+            None,
+            MetricType::Counter,
+        )?;
+        for (result, n) in [
+            ("hit", stats.hits),
+            ("miss", stats.misses),
+            ("fallback", stats.fallbacks),
+        ] {
+            ConstCounter::new(n).encode(family.encode_family(&ResultLabels { result })?)?;
         }
-        out
+        Ok(())
     }
-}
-
-/// Puts `families` (OpenMetrics text without `# EOF`) at the end of an
-/// exposition, before its closing `# EOF`.
-pub fn before_eof(exposition: String, families: &str) -> String {
-    let body = exposition.strip_suffix("# EOF\n").unwrap_or(&exposition);
-    format!("{body}{families}# EOF\n")
-}
-
-/// The context cache's counters in OpenMetrics text (without `# EOF`).
-pub fn context_cache_exposition(stats: aforo_store::context::CacheStats) -> String {
-    format!(
-        "# HELP aforo_enrich_context_cache_lookups Enrichment context lookups, by result (fallback: the cache was unreachable and the store answered).\n\
-         # TYPE aforo_enrich_context_cache_lookups counter\n\
-         aforo_enrich_context_cache_lookups_total{{result=\"hit\"}} {}\n\
-         aforo_enrich_context_cache_lookups_total{{result=\"miss\"}} {}\n\
-         aforo_enrich_context_cache_lookups_total{{result=\"fallback\"}} {}\n",
-        stats.hits, stats.misses, stats.fallbacks
-    )
-}
-
-/// The enrichment backlog gauge: events ready for enrichment and not yet
-/// enriched, in every tenant. Whether enrichment keeps up with ingest is
-/// whether this stays flat.
-pub fn enrichment_backlog_exposition(events: u64) -> String {
-    format!(
-        "# HELP aforo_enrichment_backlog_events Events stored and ready for enrichment but not yet enriched (parked events not included).\n\
-         # TYPE aforo_enrichment_backlog_events gauge\n\
-         aforo_enrichment_backlog_events {events}\n"
-    )
 }

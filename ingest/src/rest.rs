@@ -5,7 +5,6 @@
 //! | `POST /v1/events` | one event or an array; `application/json`, `application/cloudevents+json`, `application/cloudevents-batch+json` |
 //! | `GET /v1/events` | stored events with their enrichment state and revenue lines; filters `customer`, `type`, `from`, `to`, `status`, `flag`; `order` asc or desc; cursor `after`, `limit` |
 //! | `GET /v1/rejections` | stored rejections; `reason`, `after`, `limit` |
-//! | `GET /healthz`, `/readyz`, `/metrics` | liveness, readiness (the store answers), Prometheus |
 //!
 //! Errors are `{"error": {"code": "…", "message": "…"}}` with a specific code.
 
@@ -20,8 +19,6 @@ use aforo_store::{EventQuery, RejectionQuery, Store};
 use axum::body::{Body, Bytes};
 use axum::extract::{FromRef, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::IntoResponse;
-use axum::routing::get;
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
@@ -52,12 +49,7 @@ fn routes() -> OpenApiRouter<RestState> {
 }
 
 pub fn router(state: RestState) -> Router {
-    let (documented, _) = routes().split_for_parts();
-    documented
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .with_state(state)
+    routes().split_for_parts().0.with_state(state)
 }
 
 /// The event routes' operations (without the shared parts that
@@ -439,34 +431,6 @@ async fn list_rejections(
         next_cursor: page.next_after.map(|c| c.to_string()),
         total: None,
     }))
-}
-
-async fn readyz(State(state): State<RestState>) -> Result<&'static str, ApiError> {
-    state.store.ping().await?;
-    Ok("ok")
-}
-
-async fn metrics(State(state): State<RestState>) -> impl IntoResponse {
-    let mut body = state.ingestor.metrics().encode();
-    // The enrichment backlog, counted in the store at scrape time: how far
-    // enrichment is behind what this role stored. A store that does not
-    // answer leaves the gauge out rather than reporting a made-up zero.
-    match state.store.enrichment_backlog().await {
-        Ok(events) => {
-            body = crate::metrics::before_eof(
-                body,
-                &crate::metrics::enrichment_backlog_exposition(events),
-            )
-        }
-        Err(e) => tracing::warn!(error = %e, "cannot count the enrichment backlog"),
-    }
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        body,
-    )
 }
 
 #[cfg(test)]

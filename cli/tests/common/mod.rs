@@ -256,6 +256,23 @@ pub async fn ready_line(child: &mut Child) -> Ready {
 }
 
 /// The example catalog of the repository.
+/// Starts one role (`ingest`, `billing`, `enrich`, …) with `args` on a
+/// fresh SQLite store in `dir`, on free ports; returns it and its ready line.
+pub async fn single_role(args: &[&str], dir: &Path) -> (Child, Ready) {
+    let database = format!("sqlite://{}", dir.join("aforo.db").display());
+    let mut child = Command::new(BIN)
+        .args(args)
+        .args(["--database-url", &database])
+        .env("AFORO_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("spawn aforo");
+    let ready = ready_line(&mut child).await;
+    (child, ready)
+}
+
 pub fn examples() -> PathBuf {
     PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples"))
 }
