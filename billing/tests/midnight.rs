@@ -21,7 +21,10 @@ use chrono::{DateTime, Duration, TimeZone, Utc};
 use uuid::Uuid;
 
 fn examples() -> Vec<Resource> {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples");
+    let dir = format!(
+        "{}/../examples",
+        std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR")
+    );
     let mut out = Vec::new();
     for file in ["meters.yaml", "products.yaml", "rate-plans.yaml"] {
         let text = std::fs::read_to_string(format!("{dir}/{file}")).expect("an example");

@@ -373,9 +373,9 @@ async fn crd_print_emits_the_committed_yaml() {
         .unwrap();
     assert!(output.status.success());
     let out = String::from_utf8(output.stdout).unwrap();
-    let committed = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../charts/aforo/crds/aforo.io.yaml"
+    let committed = std::fs::read_to_string(format!(
+        "{}/../charts/aforo/crds/aforo.io.yaml",
+        std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR")
     ))
     .unwrap();
     assert_eq!(out, committed);

@@ -29,7 +29,10 @@ fn python() -> String {
 }
 
 fn script(name: &str) -> String {
-    format!("{}/../tests/mcp/{name}", env!("CARGO_MANIFEST_DIR"))
+    format!(
+        "{}/../tests/mcp/{name}",
+        std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR")
+    )
 }
 
 /// The calls every transport is tried with: each outcome a server can give.

@@ -19,7 +19,8 @@ use serde_json::{Value, json};
 use tokio::process::Child;
 
 fn committed(role: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("../api/openapi/{role}.json"))
+    PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR"))
+        .join(format!("../api/openapi/{role}.json"))
 }
 
 fn generated() -> Vec<(&'static str, String)> {
@@ -61,7 +62,10 @@ fn python() -> String {
 
 /// Runs tests/openapi/validate.py; panics with its report unless it passes.
 fn validate(args: &[&std::path::Path]) -> String {
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/openapi/validate.py");
+    let script = PathBuf::from(
+        std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR"),
+    )
+    .join("../tests/openapi/validate.py");
     let out = std::process::Command::new(python())
         .arg(script)
         .args(args)

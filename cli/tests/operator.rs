@@ -101,7 +101,10 @@ fn crds() -> Vec<CustomResourceDefinition> {
 /// The example catalog (meters, products, rate plans) in `namespace`,
 /// with `edit` applied to the rate plans' text.
 fn examples(namespace: &str, edit: impl Fn(String) -> String) -> Vec<Value> {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples");
+    let dir = format!(
+        "{}/../examples",
+        std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR")
+    );
     let mut out = Vec::new();
     for file in ["meters.yaml", "products.yaml", "rate-plans.yaml"] {
         let mut text = std::fs::read_to_string(format!("{dir}/{file}")).expect("an example");
@@ -263,9 +266,9 @@ async fn the_catalog_reaches_a_running_data_plane_and_a_restarted_operator_write
         .expect("create the key's Secret");
     apply_all(&client, &ns, &examples(&ns, |t| t)).await;
     let mut pipeline = yaml_documents(
-        &std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../examples/pipeline.yaml"
+        &std::fs::read_to_string(format!(
+            "{}/../examples/pipeline.yaml",
+            std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR")
         ))
         .expect("the example pipeline"),
         "pipeline.yaml",

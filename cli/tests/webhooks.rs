@@ -112,7 +112,11 @@ fn python() -> String {
 }
 
 fn sign_py() -> String {
-    concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/webhooks/sign.py").to_owned()
+    format!(
+        "{}/../tests/webhooks/sign.py",
+        std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR")
+    )
+    .to_owned()
 }
 
 /// Runs sign.py with one request; returns its JSON answer.

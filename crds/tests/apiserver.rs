@@ -16,16 +16,24 @@ use kube::core::{ObjectMeta, Status};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-const CHART_CRDS: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../charts/aforo/crds/aforo.io.yaml"
-);
-const EXAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples");
+fn chart_crds_file() -> String {
+    format!(
+        "{}/../charts/aforo/crds/aforo.io.yaml",
+        std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR")
+    )
+}
+
+fn examples() -> String {
+    format!(
+        "{}/../examples",
+        std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR")
+    )
+}
 
 /// The CRDs exactly as the Helm chart installs them.
 fn chart_crds() -> Vec<CustomResourceDefinition> {
-    let text = std::fs::read_to_string(CHART_CRDS).expect("read the chart's CRDs");
-    yaml_documents(&text, CHART_CRDS)
+    let text = std::fs::read_to_string(chart_crds_file()).expect("read the chart's CRDs");
+    yaml_documents(&text, &chart_crds_file())
         .expect("the chart's CRDs are YAML")
         .into_iter()
         .map(|(origin, value)| {
@@ -100,7 +108,7 @@ async fn the_example_catalog_is_admitted_and_stored_without_pruning() {
         })
         .collect();
 
-    let mut files: Vec<_> = std::fs::read_dir(EXAMPLES)
+    let mut files: Vec<_> = std::fs::read_dir(examples())
         .expect("examples/")
         .map(|e| e.expect("an entry of examples/").path())
         .filter(|p| p.extension().is_some_and(|e| e == "yaml"))

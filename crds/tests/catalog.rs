@@ -7,7 +7,10 @@ use aforo_crds::validate::{CatalogError, validate};
 use serde_json::{Value, json};
 
 fn examples() -> Vec<Resource> {
-    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples");
+    let dir = format!(
+        "{}/../examples",
+        std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR")
+    );
     let mut files: Vec<_> = std::fs::read_dir(dir)
         .expect("examples/")
         .map(|e| e.expect("entry").path())

@@ -1,18 +1,20 @@
 //! The committed CRD YAML (what the Helm chart installs) must be exactly what
 //! the Rust types generate.
 
-const COMMITTED: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../charts/aforo/crds/aforo.io.yaml"
-);
+fn committed() -> String {
+    format!(
+        "{}/../charts/aforo/crds/aforo.io.yaml",
+        std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR")
+    )
+}
 
 #[test]
 fn committed_crds_match_the_rust_types() {
     let generated = aforo_crds::catalog::crds_yaml().expect("CRDs serialize to YAML");
     if std::env::var_os("AFORO_UPDATE_CRDS").is_some() {
-        std::fs::write(COMMITTED, &generated).expect("write the CRD YAML");
+        std::fs::write(committed(), &generated).expect("write the CRD YAML");
     }
-    let committed = std::fs::read_to_string(COMMITTED).unwrap_or_default();
+    let committed = std::fs::read_to_string(committed()).unwrap_or_default();
     assert!(
         committed == generated,
         "charts/aforo/crds/aforo.io.yaml is out of date with crds/src/catalog/.\n\

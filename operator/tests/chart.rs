@@ -24,15 +24,23 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use serde_json::{Value, json};
 
-const CHART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../charts/aforo");
+fn chart() -> String {
+    format!(
+        "{}/../charts/aforo",
+        std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR")
+    )
+}
 const KUBE_VERSION: &str = "1.36.3";
 
 fn helm() -> PathBuf {
     if let Some(path) = std::env::var_os("AFORO_HELM") {
         return PathBuf::from(path);
     }
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/helm.sh");
-    let output = Command::new(script)
+    let script = format!(
+        "{}/../scripts/helm.sh",
+        std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR")
+    );
+    let output = Command::new(&script)
         .output()
         .unwrap_or_else(|e| panic!("run {script}: {e}"));
     assert!(
@@ -62,10 +70,11 @@ fn run_helm(args: &[&str]) -> String {
 
 /// The chart rendered for a release named `release` in `namespace`.
 fn render(release: &str, namespace: &str, extra: &[&str]) -> Vec<Value> {
+    let chart = chart();
     let mut args = vec![
         "template",
         release,
-        CHART,
+        &chart,
         "--namespace",
         namespace,
         "--kube-version",
@@ -136,7 +145,7 @@ async fn apply_chart(client: &Client, namespace: &str, objects: &[Value]) {
 
 #[test]
 fn helm_lint_passes() {
-    let out = run_helm(&["lint", "--strict", CHART, "--kube-version", KUBE_VERSION]);
+    let out = run_helm(&["lint", "--strict", &chart(), "--kube-version", KUBE_VERSION]);
     assert!(out.contains("0 chart(s) failed"), "{out}");
 }
 

@@ -1391,9 +1391,9 @@ mod enrichment {
             "{refused}"
         );
         // The repair docs/enrichment.md gives, as written there.
-        let docs = std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../docs/enrichment.md"
+        let docs = std::fs::read_to_string(format!(
+            "{}/../docs/enrichment.md",
+            std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR")
         ))
         .unwrap();
         let section = docs.split("### After a logical restore").nth(1).unwrap();

@@ -274,7 +274,10 @@ pub async fn single_role(args: &[&str], dir: &Path) -> (Child, Ready) {
 }
 
 pub fn examples() -> PathBuf {
-    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples"))
+    PathBuf::from(format!(
+        "{}/../examples",
+        std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR")
+    ))
 }
 
 /// A copy of the example catalog under `dir`, with `edit` applied to

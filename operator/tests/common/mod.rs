@@ -22,14 +22,16 @@ use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
-const CHART_CRDS: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../charts/aforo/crds/aforo.io.yaml"
-);
+fn chart_crds_file() -> String {
+    format!(
+        "{}/../charts/aforo/crds/aforo.io.yaml",
+        std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR")
+    )
+}
 
 pub fn chart_crds() -> Vec<CustomResourceDefinition> {
-    let text = std::fs::read_to_string(CHART_CRDS).expect("read the chart's CRDs");
-    yaml_documents(&text, CHART_CRDS)
+    let text = std::fs::read_to_string(chart_crds_file()).expect("read the chart's CRDs");
+    yaml_documents(&text, &chart_crds_file())
         .expect("the chart's CRDs are YAML")
         .into_iter()
         .map(|(origin, value)| {
