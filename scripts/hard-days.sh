@@ -78,7 +78,9 @@ for moment in "${moments[@]}"; do
       exit 1
     fi
     echo "== tests/$name.rs from $(date -u +%Y-%m-%dT%H:%M:%SZ) (libfaketime)"
-    (cd cli && "$binary")
+    # As cargo test would run it: tests find the repository's files through
+    # CARGO_MANIFEST_DIR.
+    (cd cli && CARGO_MANIFEST_DIR="$PWD" "$binary")
     unset LD_PRELOAD FAKETIME FAKETIME_DONT_FAKE_MONOTONIC FAKETIME_DONT_RESET NO_FAKE_STAT
   done
 done

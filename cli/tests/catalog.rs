@@ -375,7 +375,8 @@ async fn crd_print_emits_the_committed_yaml() {
     let out = String::from_utf8(output.stdout).unwrap();
     let committed = std::fs::read_to_string(format!(
         "{}/../charts/aforo/crds/aforo.io.yaml",
-        std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR")
+        std::env::var("CARGO_MANIFEST_DIR")
+            .expect("CARGO_MANIFEST_DIR: run by cargo test, or by scripts/hard-days.sh")
     ))
     .unwrap();
     assert_eq!(out, committed);

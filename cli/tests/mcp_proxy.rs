@@ -31,7 +31,8 @@ fn python() -> String {
 fn script(name: &str) -> String {
     format!(
         "{}/../tests/mcp/{name}",
-        std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR")
+        std::env::var("CARGO_MANIFEST_DIR")
+            .expect("CARGO_MANIFEST_DIR: run by cargo test, or by scripts/hard-days.sh")
     )
 }
 

@@ -19,8 +19,11 @@ use serde_json::{Value, json};
 use tokio::process::Child;
 
 fn committed(role: &str) -> PathBuf {
-    PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR"))
-        .join(format!("../api/openapi/{role}.json"))
+    PathBuf::from(
+        std::env::var("CARGO_MANIFEST_DIR")
+            .expect("CARGO_MANIFEST_DIR: run by cargo test, or by scripts/hard-days.sh"),
+    )
+    .join(format!("../api/openapi/{role}.json"))
 }
 
 fn generated() -> Vec<(&'static str, String)> {
@@ -63,7 +66,8 @@ fn python() -> String {
 /// Runs tests/openapi/validate.py; panics with its report unless it passes.
 fn validate(args: &[&std::path::Path]) -> String {
     let script = PathBuf::from(
-        std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR"),
+        std::env::var("CARGO_MANIFEST_DIR")
+            .expect("CARGO_MANIFEST_DIR: run by cargo test, or by scripts/hard-days.sh"),
     )
     .join("../tests/openapi/validate.py");
     let out = std::process::Command::new(python())

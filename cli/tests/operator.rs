@@ -103,7 +103,8 @@ fn crds() -> Vec<CustomResourceDefinition> {
 fn examples(namespace: &str, edit: impl Fn(String) -> String) -> Vec<Value> {
     let dir = format!(
         "{}/../examples",
-        std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR")
+        std::env::var("CARGO_MANIFEST_DIR")
+            .expect("CARGO_MANIFEST_DIR: run by cargo test, or by scripts/hard-days.sh")
     );
     let mut out = Vec::new();
     for file in ["meters.yaml", "products.yaml", "rate-plans.yaml"] {
@@ -268,7 +269,8 @@ async fn the_catalog_reaches_a_running_data_plane_and_a_restarted_operator_write
     let mut pipeline = yaml_documents(
         &std::fs::read_to_string(format!(
             "{}/../examples/pipeline.yaml",
-            std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR")
+            std::env::var("CARGO_MANIFEST_DIR")
+                .expect("CARGO_MANIFEST_DIR: run by cargo test, or by scripts/hard-days.sh")
         ))
         .expect("the example pipeline"),
         "pipeline.yaml",

@@ -114,7 +114,8 @@ fn python() -> String {
 fn sign_py() -> String {
     format!(
         "{}/../tests/webhooks/sign.py",
-        std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR")
+        std::env::var("CARGO_MANIFEST_DIR")
+            .expect("CARGO_MANIFEST_DIR: run by cargo test, or by scripts/hard-days.sh")
     )
     .to_owned()
 }

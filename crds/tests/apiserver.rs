@@ -19,14 +19,16 @@ use serde_json::{Value, json};
 fn chart_crds_file() -> String {
     format!(
         "{}/../charts/aforo/crds/aforo.io.yaml",
-        std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR")
+        std::env::var("CARGO_MANIFEST_DIR")
+            .expect("CARGO_MANIFEST_DIR: run by cargo test, or by scripts/hard-days.sh")
     )
 }
 
 fn examples() -> String {
     format!(
         "{}/../examples",
-        std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR")
+        std::env::var("CARGO_MANIFEST_DIR")
+            .expect("CARGO_MANIFEST_DIR: run by cargo test, or by scripts/hard-days.sh")
     )
 }
 

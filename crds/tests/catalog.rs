@@ -9,7 +9,8 @@ use serde_json::{Value, json};
 fn examples() -> Vec<Resource> {
     let dir = format!(
         "{}/../examples",
-        std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR")
+        std::env::var("CARGO_MANIFEST_DIR")
+            .expect("CARGO_MANIFEST_DIR: run by cargo test, or by scripts/hard-days.sh")
     );
     let mut files: Vec<_> = std::fs::read_dir(dir)
         .expect("examples/")

@@ -4,7 +4,8 @@
 fn committed() -> String {
     format!(
         "{}/../charts/aforo/crds/aforo.io.yaml",
-        std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR")
+        std::env::var("CARGO_MANIFEST_DIR")
+            .expect("CARGO_MANIFEST_DIR: run by cargo test, or by scripts/hard-days.sh")
     )
 }
 

@@ -92,7 +92,8 @@ async fn postgres() -> Arc<dyn Store> {
 fn examples() -> Vec<Resource> {
     let dir = format!(
         "{}/../examples",
-        std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR")
+        std::env::var("CARGO_MANIFEST_DIR")
+            .expect("CARGO_MANIFEST_DIR: run by cargo test, or by scripts/hard-days.sh")
     );
     let mut out = Vec::new();
     for file in ["meters.yaml", "products.yaml", "rate-plans.yaml"] {

@@ -27,7 +27,8 @@ use serde_json::{Value, json};
 fn chart() -> String {
     format!(
         "{}/../charts/aforo",
-        std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR")
+        std::env::var("CARGO_MANIFEST_DIR")
+            .expect("CARGO_MANIFEST_DIR: run by cargo test, or by scripts/hard-days.sh")
     )
 }
 const KUBE_VERSION: &str = "1.36.3";
@@ -38,7 +39,8 @@ fn helm() -> PathBuf {
     }
     let script = format!(
         "{}/../scripts/helm.sh",
-        std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR")
+        std::env::var("CARGO_MANIFEST_DIR")
+            .expect("CARGO_MANIFEST_DIR: run by cargo test, or by scripts/hard-days.sh")
     );
     let output = Command::new(&script)
         .output()

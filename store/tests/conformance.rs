@@ -1393,7 +1393,8 @@ mod enrichment {
         // The repair docs/enrichment.md gives, as written there.
         let docs = std::fs::read_to_string(format!(
             "{}/../docs/enrichment.md",
-            std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR")
+            std::env::var("CARGO_MANIFEST_DIR")
+                .expect("CARGO_MANIFEST_DIR: run by cargo test, or by scripts/hard-days.sh")
         ))
         .unwrap();
         let section = docs.split("### After a logical restore").nth(1).unwrap();

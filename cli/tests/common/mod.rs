@@ -276,7 +276,8 @@ pub async fn single_role(args: &[&str], dir: &Path) -> (Child, Ready) {
 pub fn examples() -> PathBuf {
     PathBuf::from(format!(
         "{}/../examples",
-        std::env::var("CARGO_MANIFEST_DIR").expect("cargo test sets CARGO_MANIFEST_DIR")
+        std::env::var("CARGO_MANIFEST_DIR")
+            .expect("CARGO_MANIFEST_DIR: run by cargo test, or by scripts/hard-days.sh")
     ))
 }
 
