@@ -14,6 +14,7 @@ use chrono::{DateTime, Duration, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Mutex, watch};
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::billrun::audit::{self, AuditExport};
@@ -22,6 +23,7 @@ use crate::billrun::merkle;
 use crate::billrun::replay::{ReplayResult, replay};
 use crate::billrun::runner::{BillRunConfig, RunError, RunReport, RunRequest, parse_invoice, run};
 use crate::billrun::{Invoice, Line};
+use crate::metrics::BillRunMetrics;
 
 #[derive(Debug, thiserror::Error)]
 pub enum InvoiceError {
@@ -103,6 +105,8 @@ pub struct InvoiceApi {
     running: Arc<Mutex<()>>,
     /// What "now" is: which periods have ended, the default cut-off.
     clock: Arc<dyn Clock>,
+    /// Where runs are counted, when the process has a registry.
+    metrics: Option<Arc<BillRunMetrics>>,
 }
 
 impl InvoiceApi {
@@ -113,7 +117,14 @@ impl InvoiceApi {
             settle_delay,
             running: Arc::new(Mutex::new(())),
             clock: Arc::new(SystemClock),
+            metrics: None,
         }
+    }
+
+    /// The same API, counting its runs in `registry` (`aforo_billing_*`).
+    pub fn with_metrics(mut self, registry: &mut prometheus_client::registry::Registry) -> Self {
+        self.metrics = Some(Arc::new(BillRunMetrics::register(registry)));
+        self
     }
 
     /// The same API on another clock (tests stand on a period's boundary).
@@ -153,6 +164,8 @@ impl InvoiceApi {
             )));
         }
         let _one = self.running.lock().await;
+        let started = std::time::Instant::now();
+        let span = tracing::info_span!("bill_run", %tenant, %as_of, %cutoff);
         let report = run(
             &self.store,
             &self.config,
@@ -163,8 +176,16 @@ impl InvoiceApi {
                 subscription,
             },
         )
-        .await?;
+        .instrument(span)
+        .await;
         drop(_one);
+        if let Some(metrics) = &self.metrics {
+            match &report {
+                Ok(report) => metrics.finished(report, started.elapsed()),
+                Err(_) => metrics.failed(started.elapsed()),
+            }
+        }
+        let report = report?;
         let now = self.clock.now();
         if let Err(e) = deliver_due(self.store.as_ref(), &self.config.routing, now).await {
             tracing::warn!(error = %e, "invoice deliveries will be retried");

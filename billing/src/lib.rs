@@ -16,6 +16,7 @@ pub mod customers;
 mod errors;
 pub mod grpc;
 pub mod invoices;
+pub mod metrics;
 pub mod period;
 pub mod pricing;
 pub mod resolve;

@@ -309,7 +309,13 @@ pub async fn standalone(mut args: StandaloneArgs) -> anyhow::Result<ExitCode> {
         host.registry(),
     );
     host.add(ingest);
-    let billing = BillingServices::new(store.clone(), catalog, context.clone(), &args.billing)?;
+    let billing = BillingServices::new(
+        store.clone(),
+        catalog,
+        context.clone(),
+        &args.billing,
+        host.registry(),
+    )?;
     host.add(billing.role(args.billing.bill_every_secs));
     host.add(enrich_role(
         store,
@@ -337,12 +343,14 @@ impl BillingServices {
         catalog: CatalogApi,
         context: Arc<ContextCache>,
         billing: &crate::billing::BillingArgs,
+        registry: &mut aforo_api::serve::Registry,
     ) -> anyhow::Result<BillingServices> {
         let invoices = InvoiceApi::new(
             store.clone(),
             billing.config()?,
             chrono::Duration::seconds(billing.bill_settle_delay_secs as i64),
-        );
+        )
+        .with_metrics(registry);
         Ok(BillingServices {
             auth: Authenticator::new(store.clone()),
             store,
@@ -431,8 +439,14 @@ pub async fn billing(args: BillingRoleArgs) -> anyhow::Result<ExitCode> {
         None => ContextCache::in_process(Duration::from_secs(5)),
     });
     let catalog = CatalogApi::new(store.clone(), cache, context.clone());
-    let services = BillingServices::new(store.clone(), catalog, context.clone(), &args.billing)?;
     let mut host = Host::new(store.clone(), args.http.limits());
+    let services = BillingServices::new(
+        store.clone(),
+        catalog,
+        context.clone(),
+        &args.billing,
+        host.registry(),
+    )?;
     host.openapi(aforo_billing::rest::document());
     ContextCacheLookups::register(host.registry(), context);
     host.add(services.role(args.billing.bill_every_secs));

@@ -318,6 +318,50 @@ async fn bill_run_end_to_end(backend: Backend) {
     assert!(err.contains("1 invoiced"), "{err}");
     // Every event was enriched before the cut-off: the estimator agrees.
     assert!(err.contains("0 reconciliation differences"), "{err}");
+    // The run is counted: one invoice, one failure at TAX, and the time of
+    // each of the ten stages.
+    let metrics = server
+        .http_client()
+        .get(format!("{}/metrics", server.http))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "aforo_billing_bill_runs_total{outcome=\"ok\"} 1",
+        "aforo_billing_bill_run_invoices_total 1",
+        "aforo_billing_bill_run_subscriptions_failed_total{stage=\"TAX\"} 1",
+        "aforo_billing_bill_run_reconciliation_differences_total 0",
+        "aforo_billing_bill_run_phase_seconds_count{phase=\"settle\"} 1",
+        "aforo_billing_bill_run_duration_seconds_count 1",
+    ] {
+        assert!(
+            metrics.contains(&format!("\n{line}\n")),
+            "{line}: {metrics}"
+        );
+    }
+    for stage in [
+        "QUOTA_CHECK",
+        "ROLLOVER",
+        "AGGREGATE",
+        "ALLOWANCE",
+        "RATE",
+        "COMMIT",
+        "DISCOUNT",
+        "TAX",
+        "ROUTE",
+        "SETTLE",
+    ] {
+        let line = format!("\naforo_billing_bill_run_stage_seconds_count{{stage=\"{stage}\"}} 1\n");
+        assert!(metrics.contains(&line), "{stage}: {metrics}");
+    }
+    let events_read = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("aforo_billing_bill_run_events_read_total "))
+        .expect("events read");
+    assert_ne!(events_read, "0", "{metrics}");
 
     let sep = invoice(&server, "INV-000001").await;
     assert_eq!(sep["customer"], "acme");

@@ -444,11 +444,36 @@ pub fn bill(inputs: &Inputs, invoice_id: Uuid) -> Result<Invoice, StageFailure> 
 
 /// [`bill`], keeping Aggregate's results.
 pub fn bill_with_aggregates(inputs: &Inputs, invoice_id: Uuid) -> Result<Billed, StageFailure> {
+    bill_timed(inputs, invoice_id, &mut StageTimes::default())
+}
+
+/// The time spent in each of the ten stages, in [`Stage::ALL`]'s order.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StageTimes(pub [std::time::Duration; 10]);
+
+impl StageTimes {
+    /// `(stage name, microseconds)` of every stage.
+    pub fn micros(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        Stage::ALL
+            .iter()
+            .zip(self.0)
+            .map(|(stage, took)| (stage.as_str(), took.as_micros() as u64))
+    }
+}
+
+/// [`bill_with_aggregates`], adding the time each stage takes to `times`
+/// (what the bill-run metrics report). Timing never changes the result.
+pub fn bill_timed(
+    inputs: &Inputs,
+    invoice_id: Uuid,
+    times: &mut StageTimes,
+) -> Result<Billed, StageFailure> {
     let mut draft = Draft::new();
-    for stage in Stage::ALL {
-        stage
-            .apply(&mut draft, inputs)
-            .map_err(|reason| StageFailure { stage, reason })?;
+    for (i, stage) in Stage::ALL.into_iter().enumerate() {
+        let started = std::time::Instant::now();
+        let applied = stage.apply(&mut draft, inputs);
+        times.0[i] += started.elapsed();
+        applied.map_err(|reason| StageFailure { stage, reason })?;
     }
     let mut invoice = draft.invoice.ok_or_else(|| StageFailure {
         stage: Stage::Settle,

@@ -23,11 +23,12 @@ use aforo_store::{Store, StoreError, Subscription};
 use chrono::{DateTime, Duration, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
+use tracing::Instrument;
 use uuid::Uuid;
 
 use super::{
     Aggregated, DiscountTerm, Inputs, Invoice, LatePeriod, LineKey, LineKind, Period,
-    RoutingConfig, TaxTable, UsageItem, bill_with_aggregates,
+    RoutingConfig, StageTimes, TaxTable, UsageItem, bill_timed,
 };
 use crate::period::Calendar;
 use crate::resolve::{CatalogAt, EventView, TenantContext, resolve_view};
@@ -136,6 +137,10 @@ pub struct Timings {
     pub stages: u64,
     pub settle: u64,
     pub reconcile: u64,
+    /// The time in each of the ten stages, summed over the run's
+    /// subscriptions, in microseconds (part of `stages`).
+    #[serde(default)]
+    pub stage_micros: BTreeMap<String, u64>,
 }
 
 fn ms(since: std::time::Instant) -> u64 {
@@ -646,6 +651,7 @@ pub async fn run(
         request.cutoff,
         Some(&BTreeSet::new()),
     )
+    .instrument(tracing::info_span!("bill_run.load"))
     .await?;
 
     // What is due, per customer.
@@ -728,15 +734,20 @@ pub async fn run(
         let chunk = chunk.clone();
         let read_from = from - config.late_window;
         let cutoff = request.cutoff;
-        tokio::spawn(async move {
-            let mut events = store
-                .bill_events(tenant, &chunk, read_from, to, cutoff)
-                .await?;
-            // Stored order (ids are UUIDv7): what Aggregate folds in.
-            events.sort_unstable_by_key(|e| e.stored_id);
-            Ok::<_, StoreError>(events)
-        })
+        let span = tracing::info_span!("bill_run.read", customers = chunk.len());
+        tokio::spawn(
+            async move {
+                let mut events = store
+                    .bill_events(tenant, &chunk, read_from, to, cutoff)
+                    .await?;
+                // Stored order (ids are UUIDv7): what Aggregate folds in.
+                events.sort_unstable_by_key(|e| e.stored_id);
+                Ok::<_, StoreError>(events)
+            }
+            .instrument(span),
+        )
     };
+    let mut stage_times = StageTimes::default();
     let mut next = chunks.first().map(read);
     for (n, chunk) in chunks.iter().enumerate() {
         let Some(reading) = next.take() else { break };
@@ -752,6 +763,9 @@ pub async fn run(
         drop(events);
         report.timings.resolve += ms(resolving);
         let billing = std::time::Instant::now();
+        // No await until the stages are done: the guard covers them only.
+        let stages_span = tracing::info_span!("bill_run.stages", customers = chunk.len());
+        let stages_guard = stages_span.enter();
         let mut batch: Vec<(Invoice, Vec<Aggregated>)> = Vec::new();
         let mut failed: BTreeSet<Uuid> = BTreeSet::new();
         for customer in chunk {
@@ -794,7 +808,7 @@ pub async fn run(
                         continue;
                     }
                 };
-                match bill_with_aggregates(&inputs, Uuid::now_v7()) {
+                match bill_timed(&inputs, Uuid::now_v7(), &mut stage_times) {
                     Ok(billed) => {
                         // Later periods of this run chain on this invoice.
                         rc.invoices
@@ -816,13 +830,17 @@ pub async fn run(
                 }
             }
         }
+        drop(stages_guard);
         report.timings.stages += ms(billing);
         let settling = std::time::Instant::now();
         let new: Vec<NewInvoice> = batch
             .iter()
             .map(|(i, _)| new_invoice(i, report.id))
             .collect();
-        let outcomes = store.settle_invoices(tenant, &new).await?;
+        let outcomes = store
+            .settle_invoices(tenant, &new)
+            .instrument(tracing::info_span!("bill_run.settle", invoices = new.len()))
+            .await?;
         report.timings.settle += ms(settling);
         let reconciling = std::time::Instant::now();
         for ((invoice, aggregated), outcome) in batch.into_iter().zip(outcomes) {
@@ -851,6 +869,10 @@ pub async fn run(
         }
         report.timings.reconcile += ms(reconciling);
     }
+    report.timings.stage_micros = stage_times
+        .micros()
+        .map(|(stage, micros)| (stage.to_owned(), micros))
+        .collect();
     finish(store.as_ref(), report, started_at).await
 }
 
