@@ -254,14 +254,8 @@ async fn billing_context(database: &str) -> anyhow::Result<()> {
         .tenant_by_name("bench")
         .await?
         .context("the bench tenant")?;
-    let context = Arc::new(aforo_store::context::ContextCache::in_process(
-        Duration::from_secs(60),
-    ));
-    let catalogs = Arc::new(aforo_store::cache::CatalogCache::new(
-        store.clone(),
-        Duration::from_secs(5),
-    ));
-    let catalog = CatalogApi::new(store.clone(), catalogs, context.clone());
+    let catalogs = aforo_store::cache::CatalogCache::new(store.clone(), Duration::from_secs(5));
+    let catalog = CatalogApi::new(store.clone(), catalogs);
     let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples");
     let mut resources = Vec::new();
     for file in ["meters.yaml", "products.yaml", "rate-plans.yaml"] {
@@ -279,7 +273,7 @@ async fn billing_context(database: &str) -> anyhow::Result<()> {
         .apply(tenant.id, &resources)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let business = BusinessData::new(store.clone(), catalog, context);
+    let business = BusinessData::new(store.clone(), catalog);
     let start = Utc::now() - chrono::Duration::days(30);
     for i in 0..1000 {
         let customer = format!("customer-{i}");

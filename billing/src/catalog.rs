@@ -6,7 +6,6 @@ use aforo_crds::catalog::Resource;
 use aforo_crds::compile::{CatalogSnapshot, compile};
 use aforo_crds::validate::CatalogError;
 use aforo_store::cache::CatalogCache;
-use aforo_store::context::ContextCache;
 use aforo_store::{AppliedCatalog, CatalogVersion, NewCatalogVersion, Store, StoreError};
 use uuid::Uuid;
 
@@ -30,20 +29,14 @@ pub struct Applied {
 pub struct CatalogApi {
     store: Arc<dyn Store>,
     cache: Arc<CatalogCache>,
-    context: Arc<ContextCache>,
 }
 
 impl CatalogApi {
-    pub fn new(
-        store: Arc<dyn Store>,
-        cache: Arc<CatalogCache>,
-        context: Arc<ContextCache>,
-    ) -> Self {
-        CatalogApi {
-            store,
-            cache,
-            context,
-        }
+    /// The API over `store`, reading the catalog in force through `cache`
+    /// (which, like every cache of the store's data, follows the store's
+    /// changes: an apply here invalidates nothing by hand).
+    pub fn new(store: Arc<dyn Store>, cache: Arc<CatalogCache>) -> Self {
+        CatalogApi { store, cache }
     }
 
     /// Reads resources from their JSON forms; every unreadable one is an error.
@@ -87,8 +80,6 @@ impl CatalogApi {
             )
             .await?;
         if catalog.created {
-            self.cache.invalidate(tenant);
-            self.context.invalidate_catalogs(tenant).await;
             // Events that waited for a meter get another try.
             self.store.requeue_waiting(tenant).await?;
             tracing::info!(

@@ -10,8 +10,6 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use aforo_store::context::ContextCache;
-
 use crate::catalog::CatalogApi;
 
 #[derive(Debug, thiserror::Error)]
@@ -27,16 +25,11 @@ pub enum AdminError {
 pub struct BusinessData {
     store: Arc<dyn Store>,
     catalog: CatalogApi,
-    context: Arc<ContextCache>,
 }
 
 impl BusinessData {
-    pub fn new(store: Arc<dyn Store>, catalog: CatalogApi, context: Arc<ContextCache>) -> Self {
-        BusinessData {
-            store,
-            catalog,
-            context,
-        }
+    pub fn new(store: Arc<dyn Store>, catalog: CatalogApi) -> Self {
+        BusinessData { store, catalog }
     }
 
     /// One page of customers by external id, after `after`. `limit` is
@@ -75,7 +68,7 @@ impl BusinessData {
     ) -> Result<(Customer, bool), AdminError> {
         check(input).map_err(AdminError::Invalid)?;
         let upserted = self.store.upsert_customer(tenant, input).await?;
-        self.changed(tenant, &input.external_id).await?;
+        self.requeue(tenant).await?;
         Ok(upserted)
     }
 
@@ -109,7 +102,7 @@ impl BusinessData {
             ));
         }
         let sub = self.store.create_subscription(tenant, input).await?;
-        self.changed(tenant, &sub.customer).await?;
+        self.requeue(tenant).await?;
         Ok(sub)
     }
 
@@ -125,14 +118,14 @@ impl BusinessData {
             .store
             .change_plan(tenant, subscription, rate_plan, at)
             .await?;
-        self.changed(tenant, &sub.customer).await?;
+        self.requeue(tenant).await?;
         Ok(sub)
     }
 
-    /// After a customer's data changed: its cached context goes, and events
-    /// that waited for a customer or subscription get another try.
-    async fn changed(&self, tenant: Uuid, customer: &str) -> Result<(), AdminError> {
-        self.context.invalidate_customer(tenant, customer).await;
+    /// After a customer's data changed, events that waited for a customer
+    /// or subscription get another try. (The cached context of the customer
+    /// went when the store wrote the change.)
+    async fn requeue(&self, tenant: Uuid) -> Result<(), AdminError> {
         let n = self.store.requeue_waiting(tenant).await?;
         if n > 0 {
             tracing::info!(%tenant, events = n, "requeued events for enrichment");

@@ -54,14 +54,13 @@ async fn setup(start: DateTime<Utc>) -> Setup {
     let url = format!("sqlite://{}", dir.path().join("aforo.db").display());
     let store = aforo_store::open(&url).await.expect("the embedded store");
     let tenant = store.create_tenant("acme-corp").await.expect("a tenant").id;
-    let context = Arc::new(ContextCache::in_process(StdDuration::from_secs(600)));
+    let context = ContextCache::in_process(store.changes(), StdDuration::from_secs(600));
     let catalog = CatalogApi::new(
         store.clone(),
-        Arc::new(CatalogCache::new(store.clone(), StdDuration::from_secs(5))),
-        context.clone(),
+        CatalogCache::new(store.clone(), StdDuration::from_secs(5)),
     );
     catalog.apply(tenant, &examples()).await.expect("applied");
-    let business = BusinessData::new(store.clone(), catalog, context.clone());
+    let business = BusinessData::new(store.clone(), catalog);
     business
         .upsert_customer(
             tenant,

@@ -100,8 +100,9 @@ pub struct EnrichArgs {
     /// thinner: 2000 drains ~40 % faster than 500 on the benchmark).
     #[arg(long, env = "AFORO_ENRICH_BATCH", default_value_t = 2000)]
     batch: u32,
-    /// Redis for the context cache, shared with the billing role, which
-    /// invalidates it. Without it each enricher caches for a few seconds only.
+    /// Redis for the context cache, shared by every enricher. Without it each
+    /// enricher caches in process; either way the cache follows the store's
+    /// changes (PostgreSQL LISTEN/NOTIFY).
     #[arg(long, env = "AFORO_REDIS_URL")]
     redis_url: Option<String>,
     /// Address of /healthz, /readyz and /metrics.
@@ -120,11 +121,7 @@ pub async fn enrich(args: EnrichArgs) -> anyhow::Result<ExitCode> {
     let store = aforo_store::open(&args.database_url)
         .await
         .with_context(|| format!("cannot open the store at {}", redact(&args.database_url)))?;
-    let context = Arc::new(match &args.redis_url {
-        Some(url) => ContextCache::redis(url, context::DEFAULT_TTL)?,
-        // Nothing invalidates an in-process cache from another process.
-        None => ContextCache::in_process(Duration::from_secs(5)),
-    });
+    let context = context_cache(store.as_ref(), args.redis_url.as_deref())?;
     if args.drain {
         let taken = Enricher::new(store, context, args.batch)
             .drain()
@@ -245,8 +242,42 @@ pub(crate) async fn shutdown_signal() {
     tracing::info!("shutting down: draining in-flight requests");
 }
 
-/// How long a role trusts its cached catalog before asking the store again.
-const CATALOG_TTL: Duration = Duration::from_secs(5);
+/// How long a cache may hold what another process changed, unseen. The
+/// caches follow the store's changes: this process's at once, and on
+/// PostgreSQL the other processes' too (LISTEN and NOTIFY), so the TTL only
+/// bounds a missed notice. An SQLite file has no such channel: a role on
+/// SQLite beside another process on the same file sees its changes within
+/// seconds. `aforo standalone` owns its file.
+fn shared_ttl(store: &dyn Store, long: Duration) -> Duration {
+    match store.backend() {
+        "postgres" => long,
+        _ => Duration::from_secs(5),
+    }
+}
+
+/// The longest a catalog cache holds the version in force.
+const CATALOG_TTL: Duration = Duration::from_secs(300);
+
+fn catalog_ttl(store: &dyn Store) -> Duration {
+    shared_ttl(store, CATALOG_TTL)
+}
+
+/// The enrichment context cache: Redis when given (shared by every
+/// enricher), else in process; following the store's changes either way.
+fn context_cache(store: &dyn Store, redis_url: Option<&str>) -> anyhow::Result<Arc<ContextCache>> {
+    in_process_or_redis(store, redis_url, shared_ttl(store, context::DEFAULT_TTL))
+}
+
+fn in_process_or_redis(
+    store: &dyn Store,
+    redis_url: Option<&str>,
+    ttl: Duration,
+) -> anyhow::Result<Arc<ContextCache>> {
+    Ok(match redis_url {
+        Some(url) => ContextCache::redis(url, context::DEFAULT_TTL, store.changes())?,
+        None => ContextCache::in_process(store.changes(), ttl),
+    })
+}
 
 /// Binds the ingest config's ports, prints the ready line and serves.
 async fn serve(
@@ -281,12 +312,14 @@ pub async fn standalone(mut args: StandaloneArgs) -> anyhow::Result<ExitCode> {
     }
     let store = args.store.open().await?;
     first_start(store.as_ref(), &args.store.data_dir).await?;
-    let cache = Arc::new(CatalogCache::new(store.clone(), CATALOG_TTL));
-    let context = Arc::new(match &args.redis_url {
-        Some(url) => ContextCache::redis(url, context::DEFAULT_TTL)?,
-        None => ContextCache::in_process(context::DEFAULT_TTL),
-    });
-    let catalog = CatalogApi::new(store.clone(), cache.clone(), context.clone());
+    // Standalone owns its store: every change is its own, heard at once.
+    let cache = CatalogCache::new(store.clone(), CATALOG_TTL);
+    let context = in_process_or_redis(
+        store.as_ref(),
+        args.redis_url.as_deref(),
+        context::DEFAULT_TTL,
+    )?;
+    let catalog = CatalogApi::new(store.clone(), cache.clone());
     if let Some(dir) = &args.manifests {
         let tenant = store.tenant_by_name(DEV_TENANT).await?.with_context(|| {
             format!("--manifests applies to tenant {DEV_TENANT:?}, which does not exist")
@@ -364,7 +397,7 @@ impl BillingServices {
     /// scheduler every `bill_every_secs` (0: none).
     fn role(self, bill_every_secs: u64) -> Role {
         let store = self.store;
-        let business = BusinessData::new(store.clone(), self.catalog.clone(), self.context.clone());
+        let business = BusinessData::new(store.clone(), self.catalog.clone());
         let usage = UsageApi::new(store.clone(), self.context.clone());
         let http = aforo_billing::rest::router(BillingState {
             catalog: self.catalog.clone(),
@@ -405,8 +438,9 @@ pub struct BillingRoleArgs {
     /// The production store: postgres://user:password@host/db (or sqlite://PATH).
     #[arg(long, env = "AFORO_DATABASE_URL")]
     database_url: String,
-    /// Redis for the enrichment context cache, which catalog and
-    /// subscription changes invalidate (shared with the enrich role).
+    /// The enrich role's Redis: given, a catalog or subscription change made
+    /// here removes the entries it made stale before it is answered;
+    /// without it the enrichers remove them when they hear of the change.
     #[arg(long, env = "AFORO_REDIS_URL")]
     redis_url: Option<String>,
     /// Address of the HTTP API (catalog, customers, usage, invoices, health, metrics).
@@ -432,13 +466,9 @@ pub async fn billing(args: BillingRoleArgs) -> anyhow::Result<ExitCode> {
     let store = aforo_store::open(&args.database_url)
         .await
         .with_context(|| format!("cannot open the store at {}", redact(&args.database_url)))?;
-    let cache = Arc::new(CatalogCache::new(store.clone(), CATALOG_TTL));
-    let context = Arc::new(match &args.redis_url {
-        Some(url) => ContextCache::redis(url, context::DEFAULT_TTL)?,
-        // Nothing invalidates an in-process cache of another process.
-        None => ContextCache::in_process(Duration::from_secs(5)),
-    });
-    let catalog = CatalogApi::new(store.clone(), cache, context.clone());
+    let cache = CatalogCache::new(store.clone(), catalog_ttl(store.as_ref()));
+    let context = context_cache(store.as_ref(), args.redis_url.as_deref())?;
+    let catalog = CatalogApi::new(store.clone(), cache);
     let mut host = Host::new(store.clone(), args.http.limits());
     let services = BillingServices::new(
         store.clone(),
@@ -475,7 +505,7 @@ pub async fn ingest(args: IngestArgs) -> anyhow::Result<ExitCode> {
     let store = aforo_store::open(&args.database_url)
         .await
         .with_context(|| format!("cannot open the store at {}", redact(&args.database_url)))?;
-    let cache = Arc::new(CatalogCache::new(store.clone(), CATALOG_TTL));
+    let cache = CatalogCache::new(store.clone(), catalog_ttl(store.as_ref()));
     let backend = store.backend();
     let mut host = Host::new(store.clone(), args.ingest.http.limits());
     host.openapi(aforo_ingest::document());

@@ -180,20 +180,18 @@ async fn enrichment_goes_on_without_redis_and_the_cache_recovers() {
     let mut redis = Redis::start(port);
     let store = postgres().await;
     let tenant = store.create_tenant("acme").await.unwrap();
-    let context = Arc::new(
-        ContextCache::redis(
-            &format!("redis://127.0.0.1:{}", redis.port),
-            Duration::from_secs(600),
-        )
-        .unwrap(),
-    );
+    let context = ContextCache::redis(
+        &format!("redis://127.0.0.1:{}", redis.port),
+        Duration::from_secs(600),
+        store.changes(),
+    )
+    .unwrap();
     let catalog = CatalogApi::new(
         store.clone(),
-        Arc::new(CatalogCache::new(store.clone(), Duration::from_secs(5))),
-        context.clone(),
+        CatalogCache::new(store.clone(), Duration::from_secs(5)),
     );
     catalog.apply(tenant.id, &examples()).await.unwrap();
-    let business = BusinessData::new(store.clone(), catalog, context.clone());
+    let business = BusinessData::new(store.clone(), catalog);
     for customer in ["acme", "globex"] {
         business
             .upsert_customer(

@@ -5,16 +5,15 @@
 //! is not asked on every request; a revoked key therefore keeps working for
 //! at most [`CACHE_TTL`].
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use crate::{Store, StoreError, Tenant};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 
 pub const CACHE_TTL: Duration = Duration::from_secs(30);
-const CACHE_CAPACITY: usize = 10_000;
+const CACHE_CAPACITY: u64 = 10_000;
 const KEY_PREFIX: &str = "aforo_";
 
 #[derive(Debug, thiserror::Error)]
@@ -69,14 +68,18 @@ pub async fn create_key(
 #[derive(Clone)]
 pub struct Authenticator {
     store: Arc<dyn Store>,
-    cache: Arc<Mutex<HashMap<String, (Tenant, Instant)>>>,
+    /// By key hash.
+    cache: moka::sync::Cache<String, Tenant>,
 }
 
 impl Authenticator {
     pub fn new(store: Arc<dyn Store>) -> Self {
         Authenticator {
             store,
-            cache: Arc::default(),
+            cache: moka::sync::Cache::builder()
+                .max_capacity(CACHE_CAPACITY)
+                .time_to_live(CACHE_TTL)
+                .build(),
         }
     }
 
@@ -88,7 +91,7 @@ impl Authenticator {
             return Err(AuthError::Malformed);
         }
         let hash = hash_key(key.trim());
-        if let Some(tenant) = self.cached(&hash) {
+        if let Some(tenant) = self.cache.get(&hash) {
             return Ok(tenant);
         }
         // A hash lookup needs no constant-time comparison: the index finds
@@ -98,20 +101,8 @@ impl Authenticator {
             .tenant_for_api_key(&hash)
             .await?
             .ok_or(AuthError::Unknown)?;
-        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        if cache.len() >= CACHE_CAPACITY {
-            cache.clear();
-        }
-        cache.insert(hash, (tenant.clone(), Instant::now()));
+        self.cache.insert(hash, tenant.clone());
         Ok(tenant)
-    }
-
-    fn cached(&self, hash: &str) -> Option<Tenant> {
-        let cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
-        cache
-            .get(hash)
-            .filter(|(_, at)| at.elapsed() < CACHE_TTL)
-            .map(|(tenant, _)| tenant.clone())
     }
 }
 

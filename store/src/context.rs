@@ -1,23 +1,26 @@
 //! The enrichment context cache: a tenant's catalog versions and each
 //! customer's subscriptions, the lookups every enriched event needs.
 //!
-//! In production it is Redis (deadpool-redis), shared by every enricher and
-//! invalidated by the billing role when a customer, subscription or catalog
-//! changes; entries also expire after a TTL (10 minutes by default). In
-//! standalone it is an in-process map. When Redis is away, lookups fall back
-//! to the store and enrichment carries on; the counters say how often.
+//! In production it is Redis (deadpool-redis), shared by every enricher; in
+//! standalone an in-process cache (moka). Entries go when the store
+//! announces a change to what they hold ([`crate::changes`]): the process
+//! that wrote drops them (from Redis too) before its write returns, and the
+//! other processes hear it through PostgreSQL. Entries also expire after a
+//! TTL (10 minutes by default), the bound for a change that was missed.
+//! When Redis is away, lookups fall back to the store and enrichment carries
+//! on; the counters say how often.
 
-use std::collections::HashMap;
 use std::future::Future;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use deadpool_redis::redis::AsyncCommands;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use uuid::Uuid;
 
+use crate::changes::{Change, Changes};
 use crate::{CatalogVersion, Result, Store, StoreError, Subscription};
 
 /// The default lifetime of a cached entry.
@@ -25,8 +28,11 @@ pub const DEFAULT_TTL: Duration = Duration::from_secs(600);
 /// How long a Redis call may take before the store is asked instead.
 const REDIS_TIMEOUT: Duration = Duration::from_millis(250);
 
+/// Entries an in-process cache keeps (customers' subscriptions, mostly).
+const IN_PROCESS_ENTRIES: u64 = 200_000;
+
 enum Backend {
-    Memory(Mutex<HashMap<String, (String, Instant)>>),
+    Memory(moka::sync::Cache<String, String>),
     Redis(deadpool_redis::Pool),
 }
 
@@ -44,6 +50,9 @@ pub struct ContextCache {
     hits: AtomicU64,
     misses: AtomicU64,
     fallbacks: AtomicU64,
+    /// Bumped by every change heard, so that a load that started before a
+    /// change does not put back what the change dropped.
+    generation: AtomicU64,
 }
 
 fn subscriptions_key(tenant: Uuid, customer: &str) -> String {
@@ -55,13 +64,18 @@ fn catalogs_key(tenant: Uuid) -> String {
 }
 
 impl ContextCache {
-    pub fn in_process(ttl: Duration) -> Self {
-        Self::with(Backend::Memory(Mutex::default()), ttl)
+    /// An in-process cache following `changes` (the store's).
+    pub fn in_process(changes: &Changes, ttl: Duration) -> Arc<Self> {
+        let memory = moka::sync::Cache::builder()
+            .max_capacity(IN_PROCESS_ENTRIES)
+            .time_to_live(ttl)
+            .build();
+        Self::with(Backend::Memory(memory), ttl, changes)
     }
 
-    /// A Redis-backed cache. Connecting is lazy: a Redis that is down now
-    /// only means fallbacks until it is up.
-    pub fn redis(url: &str, ttl: Duration) -> Result<Self> {
+    /// A Redis-backed cache following `changes` (the store's). Connecting
+    /// is lazy: a Redis that is down now only means fallbacks until it is up.
+    pub fn redis(url: &str, ttl: Duration, changes: &Changes) -> Result<Arc<Self>> {
         let mut config = deadpool_redis::Config::from_url(url);
         let mut pool = deadpool_redis::PoolConfig::new(16);
         pool.timeouts.wait = Some(REDIS_TIMEOUT);
@@ -71,16 +85,45 @@ impl ContextCache {
         let pool = config
             .create_pool(Some(deadpool_redis::Runtime::Tokio1))
             .map_err(|e| StoreError::InvalidUrl(format!("{url}: {e}")))?;
-        Ok(Self::with(Backend::Redis(pool), ttl))
+        Ok(Self::with(Backend::Redis(pool), ttl, changes))
     }
 
-    fn with(backend: Backend, ttl: Duration) -> Self {
-        ContextCache {
+    fn with(backend: Backend, ttl: Duration, changes: &Changes) -> Arc<Self> {
+        let cache = Arc::new(ContextCache {
             backend,
             ttl,
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             fallbacks: AtomicU64::new(0),
+            generation: AtomicU64::new(0),
+        });
+        let weak: Weak<ContextCache> = Arc::downgrade(&cache);
+        changes.listen(move |change| {
+            let weak = weak.clone();
+            async move {
+                if let Some(cache) = weak.upgrade() {
+                    cache.forget(change).await;
+                }
+            }
+        });
+        cache
+    }
+
+    /// Drops what `change` made stale.
+    async fn forget(&self, change: Change) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        match change {
+            Change::Catalog { tenant } => self.remove(&catalogs_key(tenant)).await,
+            Change::Customer { tenant, customer } => {
+                self.remove(&subscriptions_key(tenant, &customer)).await
+            }
+            Change::Unknown => match &self.backend {
+                Backend::Memory(memory) => memory.invalidate_all(),
+                // Redis is shared: the process that wrote removed what its
+                // write made stale before the write returned, so a change
+                // this process missed left nothing stale there.
+                Backend::Redis(_) => {}
+            },
         }
     }
 
@@ -95,13 +138,7 @@ impl ContextCache {
     /// `None`: not cached. `Err`: the cache is unreachable.
     async fn read(&self, key: &str) -> std::result::Result<Option<String>, ()> {
         match &self.backend {
-            Backend::Memory(map) => {
-                let map = map.lock().unwrap_or_else(|e| e.into_inner());
-                Ok(map
-                    .get(key)
-                    .filter(|(_, at)| at.elapsed() < self.ttl)
-                    .map(|(v, _)| v.clone()))
-            }
+            Backend::Memory(memory) => Ok(memory.get(key)),
             Backend::Redis(pool) => {
                 let get = async {
                     let mut conn = pool.get().await.map_err(|_| ())?;
@@ -116,10 +153,7 @@ impl ContextCache {
 
     async fn write(&self, key: &str, value: String) {
         match &self.backend {
-            Backend::Memory(map) => {
-                let mut map = map.lock().unwrap_or_else(|e| e.into_inner());
-                map.insert(key.to_owned(), (value, Instant::now()));
-            }
+            Backend::Memory(memory) => memory.insert(key.to_owned(), value),
             Backend::Redis(pool) => {
                 let set = async {
                     let mut conn = pool.get().await.map_err(|_| ())?;
@@ -136,9 +170,7 @@ impl ContextCache {
 
     async fn remove(&self, key: &str) {
         match &self.backend {
-            Backend::Memory(map) => {
-                map.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
-            }
+            Backend::Memory(memory) => memory.invalidate(key),
             Backend::Redis(pool) => {
                 let del = async {
                     let mut conn = pool.get().await.map_err(|_| ())?;
@@ -177,8 +209,12 @@ impl ContextCache {
                 return load.await;
             }
         }
+        let generation = self.generation.load(Ordering::SeqCst);
         let value = load.await?;
-        if let Ok(text) = serde_json::to_string(&value) {
+        // A change heard while loading may have made the value stale.
+        if self.generation.load(Ordering::SeqCst) == generation
+            && let Ok(text) = serde_json::to_string(&value)
+        {
             self.write(key, text).await;
         }
         Ok(value)
@@ -206,13 +242,5 @@ impl ContextCache {
     ) -> Result<Vec<CatalogVersion>> {
         self.get_or_load(&catalogs_key(tenant), store.catalog_versions(tenant))
             .await
-    }
-
-    pub async fn invalidate_customer(&self, tenant: Uuid, customer: &str) {
-        self.remove(&subscriptions_key(tenant, customer)).await;
-    }
-
-    pub async fn invalidate_catalogs(&self, tenant: Uuid) {
-        self.remove(&catalogs_key(tenant)).await;
     }
 }

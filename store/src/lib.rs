@@ -21,6 +21,7 @@
 pub mod auth;
 pub mod billing;
 pub mod cache;
+pub mod changes;
 pub mod context;
 pub mod enrichment;
 mod error;
@@ -68,6 +69,10 @@ pub const MAX_PAGE_SIZE: u32 = 1000;
 pub trait Store: Send + Sync + 'static {
     /// `"postgres"` or `"sqlite"`, for logs and metrics.
     fn backend(&self) -> &'static str;
+
+    /// Where this store announces its writes to the caches of what it holds
+    /// (and, on PostgreSQL, hears other processes' writes): see [`changes`].
+    fn changes(&self) -> &changes::Changes;
 
     /// Checks that the store answers (for readiness probes).
     async fn ping(&self) -> Result<()>;

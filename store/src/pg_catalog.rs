@@ -5,6 +5,8 @@ use sqlx::Row;
 use sqlx::postgres::PgRow;
 use uuid::Uuid;
 
+use crate::Store;
+use crate::changes::Change;
 use crate::model::check_plan_change;
 use crate::{
     AppliedCatalog, CatalogVersion, Customer, CustomerInput, NewCatalogVersion, PgStore, Result,
@@ -79,6 +81,7 @@ impl PgStore {
         .fetch_one(&mut *tx)
         .await?;
         let version = version_from_row(&row)?;
+        crate::postgres::notify(&mut tx, self.changes(), &Change::Catalog { tenant }).await?;
         tx.commit().await?;
         Ok(AppliedCatalog {
             version,
@@ -217,6 +220,11 @@ impl PgStore {
         .bind(now)
         .execute(&mut *tx)
         .await?;
+        let change = Change::Customer {
+            tenant,
+            customer: s.customer.clone(),
+        };
+        crate::postgres::notify(&mut tx, self.changes(), &change).await?;
         tx.commit().await?;
         self.pg_subscription(tenant, id)
             .await?
@@ -339,6 +347,11 @@ impl PgStore {
         .bind(crate::postgres::micros(Utc::now()))
         .execute(&mut *tx)
         .await?;
+        let change = Change::Customer {
+            tenant,
+            customer: current.customer.clone(),
+        };
+        crate::postgres::notify(&mut tx, self.changes(), &change).await?;
         tx.commit().await?;
         self.pg_subscription(tenant, id)
             .await?

@@ -17,6 +17,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{ConnectOptions, Row};
 use uuid::Uuid;
 
+use crate::changes::{Change, Changes};
 use crate::enrichment::enrich_shard;
 use crate::error::is_transient;
 use crate::migrate::{PG_LOCK_KEY, POSTGRES};
@@ -34,6 +35,73 @@ const COMMIT_ATTEMPTS: u32 = 5;
 pub struct PgStore {
     pool: PgPool,
     pub(crate) known_totals: crate::pg_enrichment::KnownTotals,
+    changes: Changes,
+    /// The task that hears other processes' changes; it ends with the store.
+    _listening: AbortOnDrop,
+}
+
+/// Aborts its task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Hears the changes other processes make (their `NOTIFY`s on
+/// [`crate::changes::CHANNEL`]) and tells `changes`' listeners. After any
+/// break in listening, whatever happened meanwhile is unknown: it says
+/// [`Change::Unknown`] once it listens again.
+async fn hear_changes(pool: PgPool, changes: Changes) {
+    use sqlx::postgres::PgListener;
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let listening = async {
+            let mut listener = PgListener::connect_with(&pool).await?;
+            listener.listen(crate::changes::CHANNEL).await?;
+            Ok::<_, sqlx::Error>(listener)
+        };
+        let mut listener = match listening.await {
+            Ok(listener) => listener,
+            Err(sqlx::Error::PoolClosed) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for other processes' changes; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(100);
+        changes.publish(Change::Unknown).await;
+        loop {
+            match listener.try_recv().await {
+                Ok(Some(notice)) => changes.received(notice.payload()).await,
+                // Reconnected: what was sent in between is lost.
+                Ok(None) => changes.publish(Change::Unknown).await,
+                Err(sqlx::Error::PoolClosed) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "stopped hearing other processes' changes; listening again");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Sends `change` to the other processes when `tx` commits (and never if
+/// it does not).
+pub(crate) async fn notify(
+    tx: &mut sqlx::PgConnection,
+    changes: &Changes,
+    change: &Change,
+) -> Result<()> {
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(crate::changes::CHANNEL)
+        .bind(changes.notice(change))
+        .execute(tx)
+        .await?;
+    Ok(())
 }
 
 impl PgStore {
@@ -46,9 +114,13 @@ impl PgStore {
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options)
             .await?;
+        let changes = Changes::default();
+        let listening = AbortOnDrop(tokio::spawn(hear_changes(pool.clone(), changes.clone())));
         let store = PgStore {
             pool,
             known_totals: Default::default(),
+            changes,
+            _listening: listening,
         };
         store.migrate().await?;
         Ok(store)
@@ -338,6 +410,10 @@ impl Store for PgStore {
         "postgres"
     }
 
+    fn changes(&self) -> &Changes {
+        &self.changes
+    }
+
     async fn ping(&self) -> Result<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
@@ -536,7 +612,11 @@ impl Store for PgStore {
         tenant: Uuid,
         catalog: &NewCatalogVersion,
     ) -> Result<AppliedCatalog> {
-        self.pg_apply_catalog(tenant, catalog).await
+        let applied = self.pg_apply_catalog(tenant, catalog).await?;
+        if applied.created {
+            self.changes.publish(Change::Catalog { tenant }).await;
+        }
+        Ok(applied)
     }
     async fn catalog_version(
         &self,
@@ -571,7 +651,14 @@ impl Store for PgStore {
         tenant: Uuid,
         subscription: &SubscriptionInput,
     ) -> Result<Subscription> {
-        self.pg_create_subscription(tenant, subscription).await
+        let created = self.pg_create_subscription(tenant, subscription).await?;
+        self.changes
+            .publish(Change::Customer {
+                tenant,
+                customer: created.customer.clone(),
+            })
+            .await;
+        Ok(created)
     }
     async fn subscriptions(
         &self,
@@ -587,8 +674,16 @@ impl Store for PgStore {
         rate_plan: &str,
         at: DateTime<Utc>,
     ) -> Result<Subscription> {
-        self.pg_change_plan(tenant, subscription, rate_plan, at)
-            .await
+        let changed = self
+            .pg_change_plan(tenant, subscription, rate_plan, at)
+            .await?;
+        self.changes
+            .publish(Change::Customer {
+                tenant,
+                customer: changed.customer.clone(),
+            })
+            .await;
+        Ok(changed)
     }
     async fn claim_enrichment(&self, limit: u32) -> Result<Box<dyn crate::EnrichmentClaim>> {
         self.pg_claim_enrichment(limit).await

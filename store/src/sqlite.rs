@@ -6,6 +6,7 @@
 //! with `BEGIN IMMEDIATE`, so a second process (the CLI creating a tenant)
 //! waits for the lock instead of failing mid-transaction.
 
+use crate::changes::{Change, Changes};
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::str::FromStr;
@@ -31,6 +32,8 @@ use crate::{
 pub struct SqliteStore {
     writer: SqlitePool,
     readers: SqlitePool,
+    /// The file is one process's: changes are told in process only.
+    changes: Changes,
 }
 
 impl SqliteStore {
@@ -57,7 +60,11 @@ impl SqliteStore {
             .max_connections(4)
             .connect_with(options.read_only(true))
             .await?;
-        Ok(SqliteStore { writer, readers })
+        Ok(SqliteStore {
+            writer,
+            readers,
+            changes: Changes::default(),
+        })
     }
 
     pub(crate) fn writer(&self) -> &SqlitePool {
@@ -185,6 +192,10 @@ fn rejection_from_row(row: &SqliteRow) -> Result<StoredRejection> {
 impl Store for SqliteStore {
     fn backend(&self) -> &'static str {
         "sqlite"
+    }
+
+    fn changes(&self) -> &Changes {
+        &self.changes
     }
 
     async fn ping(&self) -> Result<()> {
@@ -491,7 +502,11 @@ impl Store for SqliteStore {
         tenant: Uuid,
         catalog: &NewCatalogVersion,
     ) -> Result<AppliedCatalog> {
-        self.sqlite_apply_catalog(tenant, catalog).await
+        let applied = self.sqlite_apply_catalog(tenant, catalog).await?;
+        if applied.created {
+            self.changes.publish(Change::Catalog { tenant }).await;
+        }
+        Ok(applied)
     }
     async fn catalog_version(
         &self,
@@ -526,7 +541,16 @@ impl Store for SqliteStore {
         tenant: Uuid,
         subscription: &SubscriptionInput,
     ) -> Result<Subscription> {
-        self.sqlite_create_subscription(tenant, subscription).await
+        let created = self
+            .sqlite_create_subscription(tenant, subscription)
+            .await?;
+        self.changes
+            .publish(Change::Customer {
+                tenant,
+                customer: created.customer.clone(),
+            })
+            .await;
+        Ok(created)
     }
     async fn subscriptions(
         &self,
@@ -542,8 +566,16 @@ impl Store for SqliteStore {
         rate_plan: &str,
         at: DateTime<Utc>,
     ) -> Result<Subscription> {
-        self.sqlite_change_plan(tenant, subscription, rate_plan, at)
-            .await
+        let changed = self
+            .sqlite_change_plan(tenant, subscription, rate_plan, at)
+            .await?;
+        self.changes
+            .publish(Change::Customer {
+                tenant,
+                customer: changed.customer.clone(),
+            })
+            .await;
+        Ok(changed)
     }
     async fn claim_enrichment(&self, limit: u32) -> Result<Box<dyn crate::EnrichmentClaim>> {
         self.sqlite_claim_enrichment(limit).await

@@ -15,6 +15,9 @@ use aforo_crds::{EventFlag, EventFlags, GateResults, RejectReason, SourceEvent, 
 use aforo_store::billing::{
     BillRunRecord, InvoiceQuery, NewInvoice, SettleOutcome, SubscriptionDiscount,
 };
+use aforo_store::cache::CatalogCache;
+use aforo_store::changes::Change;
+use aforo_store::context::ContextCache;
 use aforo_store::{
     CommitBatch, CommitOutcome, CustomerInput, EventQuery, NewCatalogVersion, NewEvent,
     NewRejection, PgStore, RejectionQuery, SqliteStore, Store, StoreError, SubscriptionInput,
@@ -173,6 +176,7 @@ conformance!(
     settled_invoices_cannot_be_changed,
     deliveries_are_retried_until_made,
     discounts_and_bill_runs_are_recorded,
+    writes_are_told_to_the_stores_listeners_before_they_return,
 );
 
 fn catalog(hash: &str, effective: i64) -> NewCatalogVersion {
@@ -1494,6 +1498,178 @@ mod enrichment {
         );
         drop(held);
     }
+}
+
+/// What a store's listeners heard, but `Unknown` (a PostgreSQL store says it
+/// whenever it starts listening).
+fn hear(store: &dyn Store) -> Arc<std::sync::Mutex<Vec<Change>>> {
+    let heard = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = heard.clone();
+    store.changes().listen(move |change| {
+        if change != Change::Unknown {
+            log.lock().unwrap().push(change);
+        }
+        async {}
+    });
+    heard
+}
+
+async fn writes_are_told_to_the_stores_listeners_before_they_return(f: Fixture) {
+    let t = f.store.create_tenant("acme").await.unwrap();
+    let heard = hear(f.store.as_ref());
+    let taken = || std::mem::take(&mut *heard.lock().unwrap());
+    f.store
+        .apply_catalog(t.id, &catalog("sha256:a", 0))
+        .await
+        .unwrap();
+    assert_eq!(taken(), [Change::Catalog { tenant: t.id }]);
+    // The same content is no new version: nothing changed.
+    f.store
+        .apply_catalog(t.id, &catalog("sha256:a", 0))
+        .await
+        .unwrap();
+    assert_eq!(taken(), []);
+    f.store
+        .upsert_customer(
+            t.id,
+            &CustomerInput {
+                external_id: "cus_1".into(),
+                name: "Initech".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    // Nothing cached holds a customer's own fields.
+    assert_eq!(taken(), []);
+    let sub = f
+        .store
+        .create_subscription(
+            t.id,
+            &SubscriptionInput {
+                customer: "cus_1".into(),
+                rate_plan: "pro".into(),
+                starts_at: t0(),
+                ends_at: None,
+                billing_anchor_day: None,
+            },
+        )
+        .await
+        .unwrap();
+    let customer = Change::Customer {
+        tenant: t.id,
+        customer: "cus_1".into(),
+    };
+    assert_eq!(taken(), std::slice::from_ref(&customer));
+    f.store
+        .change_plan(t.id, sub.id, "max", t0() + Duration::days(10))
+        .await
+        .unwrap();
+    assert_eq!(taken(), [customer]);
+    // A write that fails tells nothing.
+    let refused = f
+        .store
+        .change_plan(t.id, Uuid::now_v7(), "max", t0() + Duration::days(20))
+        .await;
+    assert!(refused.is_err());
+    assert_eq!(taken(), []);
+}
+
+/// Another process's caches: a second store on the same PostgreSQL
+/// database, with caches that would keep what they hold for an hour.
+#[tokio::test]
+async fn another_processs_caches_follow_a_change_at_once() {
+    let url = postgres_url().await;
+    let writer: Arc<dyn Store> = Arc::new(PgStore::connect(&url).await.expect("connect"));
+    let reader: Arc<dyn Store> = Arc::new(PgStore::connect(&url).await.expect("connect"));
+    let hour = std::time::Duration::from_secs(3600);
+    let catalogs = CatalogCache::new(reader.clone(), hour);
+    let context = ContextCache::in_process(reader.changes(), hour);
+
+    let t = writer.create_tenant("acme").await.unwrap();
+    let snapshot = serde_json::to_string(&aforo_crds::compile::CatalogSnapshot::default()).unwrap();
+    let version = |hash: &str| NewCatalogVersion {
+        content_hash: hash.into(),
+        effective_from: None,
+        snapshot: snapshot.clone(),
+    };
+    writer
+        .apply_catalog(t.id, &version("sha256:a"))
+        .await
+        .unwrap();
+    writer
+        .upsert_customer(
+            t.id,
+            &CustomerInput {
+                external_id: "cus_1".into(),
+                name: "Initech".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let subscribe = |plan: &str| SubscriptionInput {
+        customer: "cus_1".into(),
+        rate_plan: plan.into(),
+        starts_at: t0(),
+        ends_at: None,
+        billing_anchor_day: None,
+    };
+    writer
+        .create_subscription(t.id, &subscribe("pro"))
+        .await
+        .unwrap();
+    let latest = || async { catalogs.latest(t.id).await.unwrap().map(|c| c.version) };
+    let subscriptions = || async {
+        context
+            .subscriptions(reader.as_ref(), t.id, "cus_1")
+            .await
+            .unwrap()
+            .len()
+    };
+    assert_eq!(latest().await, Some(1));
+    assert_eq!(subscriptions().await, 1);
+
+    // The caches do hold: a change made behind the store's back (no
+    // notice) goes unseen.
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    sqlx::query(
+        "INSERT INTO catalog_versions (tenant_id, version, content_hash, effective_from, snapshot, applied_at)
+         VALUES ($1, 2, 'sha256:behind', NULL, $2, now())",
+    )
+    .bind(t.id)
+    .bind(&snapshot)
+    .execute(&pool)
+    .await
+    .unwrap();
+    assert_eq!(latest().await, Some(1));
+    let hits = context.stats().hits;
+    assert_eq!(subscriptions().await, 1);
+    assert_eq!(context.stats().hits, hits + 1);
+
+    // Through the store, the other process hears it.
+    writer
+        .apply_catalog(t.id, &version("sha256:c"))
+        .await
+        .unwrap();
+    writer
+        .create_subscription(t.id, &subscribe("max"))
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        if latest().await == Some(3) && subscriptions().await == 2 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the reader's caches still hold version {:?} and {} subscriptions",
+            latest().await,
+            subscriptions().await
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    pool.close().await;
 }
 
 async fn subscribed(f: &Fixture) -> (aforo_store::Tenant, aforo_store::Subscription) {

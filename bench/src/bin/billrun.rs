@@ -108,14 +108,8 @@ async fn main() -> anyhow::Result<()> {
 
     let store: Arc<dyn Store> = Arc::new(aforo_store::PgStore::connect(&url).await?);
     let tenant = store.create_tenant("bench").await?;
-    let context = Arc::new(aforo_store::context::ContextCache::in_process(
-        Duration::from_secs(60),
-    ));
-    let cache = Arc::new(aforo_store::cache::CatalogCache::new(
-        store.clone(),
-        Duration::from_secs(5),
-    ));
-    let catalog = CatalogApi::new(store.clone(), cache, context);
+    let cache = aforo_store::cache::CatalogCache::new(store.clone(), Duration::from_secs(5));
+    let catalog = CatalogApi::new(store.clone(), cache);
     let yaml = catalog_yaml();
     let mut resources = Vec::new();
     for (origin, value) in aforo_crds::catalog::yaml_documents(&yaml, "bench.yaml")

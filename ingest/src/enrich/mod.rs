@@ -23,11 +23,14 @@ use uuid::Uuid;
 pub use aforo_billing::resolve;
 use aforo_billing::resolve::{CatalogAt, TenantContext, resolve};
 
+/// Parsed catalog versions an enricher keeps (every tenant's recent ones).
+const PARSED_VERSIONS: u64 = 1_000;
+
 pub struct Enricher {
     store: Arc<dyn Store>,
     cache: Arc<ContextCache>,
     /// Parsed catalog versions, by tenant and number: versions never change.
-    parsed: std::sync::Mutex<HashMap<(Uuid, i64), Arc<CatalogAt>>>,
+    parsed: moka::sync::Cache<(Uuid, i64), Arc<CatalogAt>>,
     batch: u32,
     idle: Duration,
 }
@@ -37,7 +40,7 @@ impl Enricher {
         Enricher {
             store,
             cache,
-            parsed: Default::default(),
+            parsed: moka::sync::Cache::new(PARSED_VERSIONS),
             batch,
             idle: Duration::from_millis(200),
         }
@@ -58,23 +61,14 @@ impl Enricher {
         };
         let mut catalogs = Vec::new();
         for v in versions.into_iter().rev() {
-            let known = self
-                .parsed
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .get(&(tenant, v.version))
-                .cloned();
-            let parsed = match known {
+            let parsed = match self.parsed.get(&(tenant, v.version)) {
                 Some(parsed) => parsed,
                 None => {
                     let snapshot = serde_json::from_str(&v.snapshot).map_err(|e| {
                         StoreError::Corrupt(format!("catalog version {}: {e}", v.version))
                     })?;
                     let parsed = Arc::new(CatalogAt::new(v.version, v.effective_from, snapshot));
-                    self.parsed
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .insert((tenant, v.version), parsed.clone());
+                    self.parsed.insert((tenant, v.version), parsed.clone());
                     parsed
                 }
             };

@@ -24,8 +24,7 @@ pub mod mapping;
 pub mod secrets;
 pub mod verify;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use aforo_api::v1::webhooks::{Delivered, Ignored, WebhookAnswer, WebhookRejection};
 use aforo_api::v1::{ErrorBody, Page};
@@ -130,6 +129,9 @@ impl DeliveryRejection {
     }
 }
 
+/// Sources whose compiled mappings are kept.
+const COMPILED_SOURCES: u64 = 10_000;
+
 /// A source's mappings, compiled once per catalog version.
 type Compiled = Arc<Result<Vec<CompiledMapping>, String>>;
 /// Tenant, catalog content hash, source name.
@@ -145,8 +147,9 @@ pub struct WebhookState {
     pub clock: Arc<dyn Clock>,
     pub node: String,
     pub max_body_bytes: usize,
-    /// By (tenant, catalog content hash, source name).
-    compiled: Arc<Mutex<HashMap<CompiledKey, Compiled>>>,
+    /// By (tenant, catalog content hash, source name): a catalog version
+    /// never changes; a new one has another hash.
+    compiled: moka::sync::Cache<CompiledKey, Compiled>,
 }
 
 impl WebhookState {
@@ -170,26 +173,20 @@ impl WebhookState {
             clock,
             node,
             max_body_bytes,
-            compiled: Arc::default(),
+            compiled: moka::sync::Cache::new(COMPILED_SOURCES),
         }
     }
 
     fn mappings(&self, tenant: Uuid, hash: &str, name: &str, spec: &WebhookSourceSpec) -> Compiled {
         let key = (tenant, hash.to_owned(), name.to_owned());
-        let mut cache = self.compiled.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(found) = cache.get(&key) {
-            return found.clone();
-        }
-        // A new catalog version makes the old entries unreachable; drop them.
-        cache.retain(|(t, h, _), _| *t != tenant || h == hash);
-        let compiled = Arc::new(
-            spec.mappings
-                .iter()
-                .map(CompiledMapping::compile)
-                .collect::<Result<Vec<_>, _>>(),
-        );
-        cache.insert(key, compiled.clone());
-        compiled
+        self.compiled.get_with(key, || {
+            Arc::new(
+                spec.mappings
+                    .iter()
+                    .map(CompiledMapping::compile)
+                    .collect::<Result<Vec<_>, _>>(),
+            )
+        })
     }
 }
 
