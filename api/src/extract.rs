@@ -41,22 +41,12 @@ pub async fn authenticate(
 
 /// The tenant of an `authorization` value: absent, not text (`None`
 /// inside), or a key to check.
-async fn tenant_of(auth: &Authenticator, header: Option<Option<&str>>) -> Result<Tenant, ApiError> {
+pub(crate) async fn tenant_of(
+    auth: &Authenticator,
+    header: Option<Option<&str>>,
+) -> Result<Tenant, ApiError> {
     let header = header.map(|v| v.ok_or(AuthError::Malformed)).transpose()?;
     Ok(auth.authenticate(header).await?)
-}
-
-/// The tenant of a gRPC request's `authorization: Bearer <key>` metadata:
-/// the same check as [`Authed`], answered as a [`tonic::Status`] through
-/// `ApiError`'s mapping.
-pub async fn authenticate_grpc(
-    auth: &Authenticator,
-    metadata: &tonic::metadata::MetadataMap,
-) -> Result<Tenant, tonic::Status> {
-    let header = metadata
-        .get(header::AUTHORIZATION.as_str())
-        .map(|v| v.to_str().ok());
-    tenant_of(auth, header).await.map_err(Into::into)
 }
 
 /// A JSON body; a wrong content type (415), unreadable JSON (400) or JSON

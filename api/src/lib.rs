@@ -2,8 +2,10 @@
 //!
 //! A request meets the edge before it meets a handler. [`Authed`] reads the
 //! `authorization: Bearer <key>` header and resolves the tenant before any
-//! body is read, so a caller without a valid key learns nothing about the
-//! shape of the API and costs no parsing. Every failure — a bad key, a
+//! body is read, and [`GrpcAuth`] does the same for every gRPC service
+//! before its message is decoded (the handler takes the tenant with
+//! [`grpc_tenant`]), so a caller without a valid key learns nothing about
+//! the shape of the API and costs no parsing. Every failure — a bad key, a
 //! malformed body, query or path, a store that is away, a domain rule — is
 //! one [`ApiError`], answered over HTTP as one JSON envelope,
 //! `{"error": {"code", "message", "details"?}}`, and over gRPC as the
@@ -13,12 +15,12 @@
 
 mod error;
 mod extract;
+mod grpc;
 pub mod host;
 pub mod openapi;
 pub mod serve;
 pub mod v1;
 
 pub use error::ApiError;
-pub use extract::{
-    ApiJson, ApiPath, ApiQuery, ApiText, Authed, MaybeJson, authenticate, authenticate_grpc,
-};
+pub use extract::{ApiJson, ApiPath, ApiQuery, ApiText, Authed, MaybeJson, authenticate};
+pub use grpc::{GrpcAuth, grpc_tenant};

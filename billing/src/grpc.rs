@@ -6,7 +6,6 @@ use aforo_proto::v1 as pb;
 use aforo_proto::v1::catalog_service_server::CatalogService;
 use aforo_proto::v1::customer_service_server::CustomerService;
 use aforo_proto::v1::usage_service_server::UsageService;
-use aforo_store::auth::Authenticator;
 use aforo_store::{CatalogVersion, CustomerInput, StoreError, SubscriptionInput};
 use chrono::{DateTime, Utc};
 use tonic::{Request, Response, Status};
@@ -18,24 +17,18 @@ use crate::usage::UsageApi;
 #[derive(Clone)]
 pub struct CatalogGrpc {
     catalog: CatalogApi,
-    auth: Authenticator,
 }
 
 impl CatalogGrpc {
-    pub fn new(catalog: CatalogApi, auth: Authenticator) -> Self {
-        CatalogGrpc { catalog, auth }
-    }
-
-    async fn tenant<T>(&self, request: &Request<T>) -> Result<uuid::Uuid, Status> {
-        tenant(&self.auth, request).await
+    pub fn new(catalog: CatalogApi) -> Self {
+        CatalogGrpc { catalog }
     }
 }
 
-/// The tenant of a request's `authorization: Bearer` key.
-async fn tenant<T>(auth: &Authenticator, request: &Request<T>) -> Result<uuid::Uuid, Status> {
-    Ok(aforo_api::authenticate_grpc(auth, request.metadata())
-        .await?
-        .id)
+/// The tenant [`aforo_api::GrpcAuth`] authenticated before the call's
+/// message was read (every service here is served behind it).
+fn tenant<T>(request: &Request<T>) -> Result<uuid::Uuid, Status> {
+    Ok(aforo_api::grpc_tenant(request)?.id)
 }
 
 /// Errors reach gRPC callers through [`ApiError`], as they reach REST ones.
@@ -70,7 +63,7 @@ impl CatalogService for CatalogGrpc {
         &self,
         request: Request<pb::ApplyCatalogRequest>,
     ) -> Result<Response<pb::ApplyCatalogResponse>, Status> {
-        let tenant = self.tenant(&request).await?;
+        let tenant = tenant(&request)?;
         let mut values = Vec::new();
         for (i, text) in request.into_inner().resources_json.iter().enumerate() {
             let value = serde_json::from_str(text).map_err(|e| {
@@ -111,7 +104,7 @@ impl CatalogService for CatalogGrpc {
         &self,
         request: Request<pb::GetCatalogRequest>,
     ) -> Result<Response<pb::CatalogVersion>, Status> {
-        let tenant = self.tenant(&request).await?;
+        let tenant = tenant(&request)?;
         let n = request.into_inner().version;
         let wanted = (n > 0).then_some(n);
         let v = self
@@ -133,7 +126,7 @@ impl CatalogService for CatalogGrpc {
         &self,
         request: Request<pb::ListCatalogVersionsRequest>,
     ) -> Result<Response<pb::ListCatalogVersionsResponse>, Status> {
-        let tenant = self.tenant(&request).await?;
+        let tenant = tenant(&request)?;
         let all = self.catalog.list(tenant).await.map_err(store_status)?;
         Ok(Response::new(pb::ListCatalogVersionsResponse {
             versions: all.iter().map(|v| version(v, false)).collect(),
@@ -144,12 +137,11 @@ impl CatalogService for CatalogGrpc {
 #[derive(Clone)]
 pub struct CustomerGrpc {
     business: BusinessData,
-    auth: Authenticator,
 }
 
 impl CustomerGrpc {
-    pub fn new(business: BusinessData, auth: Authenticator) -> Self {
-        CustomerGrpc { business, auth }
+    pub fn new(business: BusinessData) -> Self {
+        CustomerGrpc { business }
     }
 }
 
@@ -224,7 +216,7 @@ impl CustomerService for CustomerGrpc {
         &self,
         request: Request<pb::Customer>,
     ) -> Result<Response<pb::UpsertCustomerResponse>, Status> {
-        let tenant = tenant(&self.auth, &request).await?;
+        let tenant = tenant(&request)?;
         let c = request.into_inner();
         let metadata = c
             .metadata
@@ -262,7 +254,7 @@ impl CustomerService for CustomerGrpc {
         &self,
         request: Request<pb::GetCustomerRequest>,
     ) -> Result<Response<pb::Customer>, Status> {
-        let tenant = tenant(&self.auth, &request).await?;
+        let tenant = tenant(&request)?;
         let id = request.into_inner().id;
         let c = self
             .business
@@ -277,7 +269,7 @@ impl CustomerService for CustomerGrpc {
         &self,
         request: Request<pb::ListCustomersRequest>,
     ) -> Result<Response<pb::ListCustomersResponse>, Status> {
-        let tenant = tenant(&self.auth, &request).await?;
+        let tenant = tenant(&request)?;
         let r = request.into_inner();
         let after = non_empty(r.after);
         let (page, limit) = self
@@ -306,7 +298,7 @@ impl CustomerService for CustomerGrpc {
         &self,
         request: Request<pb::CreateSubscriptionRequest>,
     ) -> Result<Response<pb::Subscription>, Status> {
-        let tenant = tenant(&self.auth, &request).await?;
+        let tenant = tenant(&request)?;
         let r = request.into_inner();
         let input = SubscriptionInput {
             customer: r.customer,
@@ -333,7 +325,7 @@ impl CustomerService for CustomerGrpc {
         &self,
         request: Request<pb::ListSubscriptionsRequest>,
     ) -> Result<Response<pb::ListSubscriptionsResponse>, Status> {
-        let tenant = tenant(&self.auth, &request).await?;
+        let tenant = tenant(&request)?;
         let customer = non_empty(request.into_inner().customer);
         let subs = self
             .business
@@ -349,7 +341,7 @@ impl CustomerService for CustomerGrpc {
         &self,
         request: Request<pb::ChangePlanRequest>,
     ) -> Result<Response<pb::Subscription>, Status> {
-        let tenant = tenant(&self.auth, &request).await?;
+        let tenant = tenant(&request)?;
         let r = request.into_inner();
         let id = r.subscription_id.parse().map_err(|_| {
             Status::invalid_argument(format!("{:?} is not a subscription id", r.subscription_id))
@@ -368,17 +360,11 @@ impl CustomerService for CustomerGrpc {
 #[derive(Clone)]
 pub struct UsageGrpc {
     usage: UsageApi,
-    store: std::sync::Arc<dyn aforo_store::Store>,
-    auth: Authenticator,
 }
 
 impl UsageGrpc {
-    pub fn new(
-        usage: UsageApi,
-        store: std::sync::Arc<dyn aforo_store::Store>,
-        auth: Authenticator,
-    ) -> Self {
-        UsageGrpc { usage, store, auth }
+    pub fn new(usage: UsageApi) -> Self {
+        UsageGrpc { usage }
     }
 }
 
@@ -392,7 +378,7 @@ impl UsageService for UsageGrpc {
         &self,
         request: Request<pb::RevenueRequest>,
     ) -> Result<Response<pb::RevenueResponse>, Status> {
-        let tenant = tenant(&self.auth, &request).await?;
+        let tenant = tenant(&request)?;
         let r = request.into_inner();
         let query = aforo_store::RevenueQuery {
             customer: non_empty(r.customer),
@@ -400,7 +386,7 @@ impl UsageService for UsageGrpc {
             to: from_timestamp("to", r.to.as_ref())?,
         };
         let rows = self
-            .store
+            .usage
             .revenue(tenant, &query)
             .await
             .map_err(store_status)?;
@@ -425,7 +411,7 @@ impl UsageService for UsageGrpc {
         &self,
         request: Request<pb::HourlyRevenueRequest>,
     ) -> Result<Response<pb::HourlyRevenueResponse>, Status> {
-        let tenant = tenant(&self.auth, &request).await?;
+        let tenant = tenant(&request)?;
         let customer = non_empty(request.into_inner().customer);
         let rows = self
             .usage
@@ -451,7 +437,7 @@ impl UsageService for UsageGrpc {
         &self,
         request: Request<pb::CohortMarginRequest>,
     ) -> Result<Response<pb::CohortMarginResponse>, Status> {
-        let tenant = tenant(&self.auth, &request).await?;
+        let tenant = tenant(&request)?;
         let r = request.into_inner();
         if r.key.is_empty() {
             return Err(Status::invalid_argument(
@@ -487,7 +473,7 @@ impl UsageService for UsageGrpc {
         &self,
         request: Request<pb::EntitlementRequest>,
     ) -> Result<Response<pb::EntitlementResponse>, Status> {
-        let tenant = tenant(&self.auth, &request).await?;
+        let tenant = tenant(&request)?;
         let r = request.into_inner();
         let e = self
             .usage
@@ -515,13 +501,13 @@ impl UsageService for UsageGrpc {
         &self,
         request: Request<pb::EventRevenueRequest>,
     ) -> Result<Response<pb::EventRevenueResponse>, Status> {
-        let tenant = tenant(&self.auth, &request).await?;
+        let tenant = tenant(&request)?;
         let id = request.into_inner().stored_event_id;
         let id = id
             .parse()
             .map_err(|_| Status::invalid_argument(format!("{id:?} is not a stored event id")))?;
         let lines = self
-            .store
+            .usage
             .ledger_of(tenant, &[id])
             .await
             .map_err(store_status)?;
@@ -545,12 +531,11 @@ impl UsageService for UsageGrpc {
 /// `aforo.v1.InvoiceService`: bill runs, replays and invoices.
 pub struct InvoiceGrpc {
     invoices: crate::invoices::InvoiceApi,
-    auth: Authenticator,
 }
 
 impl InvoiceGrpc {
-    pub fn new(invoices: crate::invoices::InvoiceApi, auth: Authenticator) -> Self {
-        InvoiceGrpc { invoices, auth }
+    pub fn new(invoices: crate::invoices::InvoiceApi) -> Self {
+        InvoiceGrpc { invoices }
     }
 }
 
@@ -618,7 +603,7 @@ impl aforo_proto::v1::invoice_service_server::InvoiceService for InvoiceGrpc {
         &self,
         request: Request<pb::RunBillRequest>,
     ) -> Result<Response<pb::RunBillResponse>, Status> {
-        let tenant = tenant(&self.auth, &request).await?;
+        let tenant = tenant(&request)?;
         let r = request.into_inner();
         let report = self
             .invoices
@@ -666,7 +651,7 @@ impl aforo_proto::v1::invoice_service_server::InvoiceService for InvoiceGrpc {
         &self,
         request: Request<pb::ReplayRequest>,
     ) -> Result<Response<pb::ReplayResponse>, Status> {
-        let tenant = tenant(&self.auth, &request).await?;
+        let tenant = tenant(&request)?;
         let r = request.into_inner();
         let period = from_timestamp("period_start", r.period_start.as_ref())?
             .ok_or_else(|| Status::invalid_argument("period_start is required"))?;
@@ -693,7 +678,7 @@ impl aforo_proto::v1::invoice_service_server::InvoiceService for InvoiceGrpc {
         &self,
         request: Request<pb::ListInvoicesRequest>,
     ) -> Result<Response<pb::ListInvoicesResponse>, Status> {
-        let tenant = tenant(&self.auth, &request).await?;
+        let tenant = tenant(&request)?;
         let r = request.into_inner();
         let limit = if r.limit == 0 { 100 } else { r.limit.min(1000) };
         let page = self
@@ -730,7 +715,7 @@ impl aforo_proto::v1::invoice_service_server::InvoiceService for InvoiceGrpc {
         &self,
         request: Request<pb::GetInvoiceRequest>,
     ) -> Result<Response<pb::Invoice>, Status> {
-        let tenant = tenant(&self.auth, &request).await?;
+        let tenant = tenant(&request)?;
         let r = request.into_inner();
         let (stored, parsed) = self
             .invoices
@@ -744,7 +729,7 @@ impl aforo_proto::v1::invoice_service_server::InvoiceService for InvoiceGrpc {
         &self,
         request: Request<pb::ListLineEventsRequest>,
     ) -> Result<Response<pb::ListLineEventsResponse>, Status> {
-        let tenant = tenant(&self.auth, &request).await?;
+        let tenant = tenant(&request)?;
         let r = request.into_inner();
         let limit = if r.limit == 0 { 100 } else { r.limit as usize };
         let page = self

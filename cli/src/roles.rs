@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use std::time::Duration;
 
+use aforo_api::GrpcAuth;
 use aforo_api::host::Limits;
 use aforo_api::serve::{Host, Listeners, Role};
 use aforo_billing::catalog::CatalogApi;
@@ -407,22 +408,32 @@ impl BillingServices {
             invoices: self.invoices.clone(),
         });
         let descriptors = aforo_proto::FILE_DESCRIPTOR_SET;
+        let auth = self.auth;
         let role = Role::new("billing")
             .http(http)
             .grpc(
-                CatalogServiceServer::new(CatalogGrpc::new(self.catalog, self.auth.clone())),
+                GrpcAuth::new(
+                    CatalogServiceServer::new(CatalogGrpc::new(self.catalog)),
+                    auth.clone(),
+                ),
                 descriptors,
             )
             .grpc(
-                CustomerServiceServer::new(CustomerGrpc::new(business, self.auth.clone())),
+                GrpcAuth::new(
+                    CustomerServiceServer::new(CustomerGrpc::new(business)),
+                    auth.clone(),
+                ),
                 descriptors,
             )
             .grpc(
-                UsageServiceServer::new(UsageGrpc::new(usage, store, self.auth.clone())),
+                GrpcAuth::new(UsageServiceServer::new(UsageGrpc::new(usage)), auth.clone()),
                 descriptors,
             )
             .grpc(
-                InvoiceServiceServer::new(InvoiceGrpc::new(self.invoices.clone(), self.auth)),
+                GrpcAuth::new(
+                    InvoiceServiceServer::new(InvoiceGrpc::new(self.invoices.clone())),
+                    auth,
+                ),
                 descriptors,
             );
         if bill_every_secs == 0 {

@@ -383,3 +383,105 @@ async fn every_role_reports_each_of_its_services_serving_and_one_exposition() {
         assert!(metrics.ends_with("# EOF\n"), "{args:?}: {metrics}");
     }
 }
+
+/// Sends and receives a gRPC message's bytes as they are: how a test sends
+/// a message that is no protobuf at all.
+#[derive(Clone, Copy, Default)]
+struct RawCodec;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+    fn encoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+    fn decoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+}
+
+impl tonic::codec::Encoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        use bytes::BufMut;
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Vec<u8>>, tonic::Status> {
+        use bytes::Buf;
+        Ok(Some(src.copy_to_bytes(src.remaining()).to_vec()))
+    }
+}
+
+/// Calls `method` with `message` (any bytes) and the `authorization` value.
+async fn raw_call(
+    server: &Server,
+    method: &'static str,
+    message: Vec<u8>,
+    authorization: Option<&str>,
+) -> tonic::Status {
+    let channel = tonic::transport::Channel::from_shared(server.grpc.clone())
+        .unwrap()
+        .connect()
+        .await
+        .expect("connect over gRPC");
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.expect("ready");
+    let mut request = tonic::Request::new(message);
+    if let Some(value) = authorization {
+        request
+            .metadata_mut()
+            .insert("authorization", value.parse().unwrap());
+    }
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static(method);
+    match grpc.unary(request, path, RawCodec).await {
+        Ok(answer) => panic!("{method} answered {:?}", answer.into_inner()),
+        Err(status) => status,
+    }
+}
+
+#[tokio::test]
+async fn a_grpc_call_without_a_valid_key_is_refused_before_its_message_is_read() {
+    let server = Server::start(Backend::Sqlite).await;
+    // No protobuf at all: reading it would fail.
+    let garbage = vec![0xff; 16];
+    for method in [
+        "/aforo.v1.IngestService/Ingest",
+        "/aforo.v1.CatalogService/Apply",
+        "/aforo.v1.CustomerService/UpsertCustomer",
+        "/aforo.v1.UsageService/Revenue",
+        "/aforo.v1.InvoiceService/ListInvoices",
+    ] {
+        for authorization in [None, Some("Bearer aforo_not_a_key"), Some("Basic abc")] {
+            let status = raw_call(&server, method, garbage.clone(), authorization).await;
+            assert_eq!(
+                status.code(),
+                tonic::Code::Unauthenticated,
+                "{method} {authorization:?}: {status:?}"
+            );
+        }
+        // With a valid key the message is read, and found wanting.
+        let key = format!("Bearer {}", server.key);
+        let status = raw_call(&server, method, garbage.clone(), Some(&key)).await;
+        assert_ne!(
+            status.code(),
+            tonic::Code::Unauthenticated,
+            "{method}: {status:?}"
+        );
+    }
+}

@@ -16,7 +16,6 @@ use crate::committer::CommitError;
 use crate::config::RequestLimits;
 use crate::decode;
 use crate::pipeline::{BatchOutcome, Ingestor, Status as OutcomeStatus};
-use aforo_store::auth::Authenticator;
 
 /// Batches of one stream processed at once; answers may come out of order.
 const STREAM_IN_FLIGHT: usize = 8;
@@ -24,21 +23,14 @@ const STREAM_IN_FLIGHT: usize = 8;
 #[derive(Clone)]
 pub struct IngestGrpc {
     ingestor: Arc<Ingestor>,
-    auth: Authenticator,
     limits: RequestLimits,
 }
 
 impl IngestGrpc {
-    pub fn new(ingestor: Arc<Ingestor>, auth: Authenticator, limits: RequestLimits) -> Self {
-        IngestGrpc {
-            ingestor,
-            auth,
-            limits,
-        }
-    }
-
-    async fn tenant<T>(&self, request: &Request<T>) -> Result<Tenant, Status> {
-        aforo_api::authenticate_grpc(&self.auth, request.metadata()).await
+    /// The service; it is served behind [`aforo_api::GrpcAuth`], which
+    /// authenticates each call before its first message is read.
+    pub fn new(ingestor: Arc<Ingestor>, limits: RequestLimits) -> Self {
+        IngestGrpc { ingestor, limits }
     }
 
     async fn handle(
@@ -116,7 +108,7 @@ impl IngestService for IngestGrpc {
         &self,
         request: Request<pb::IngestRequest>,
     ) -> Result<Response<pb::IngestResponse>, Status> {
-        let tenant = self.tenant(&request).await?;
+        let tenant = aforo_api::grpc_tenant(&request)?;
         self.handle(&tenant, request.into_inner())
             .await
             .map(Response::new)
@@ -128,7 +120,7 @@ impl IngestService for IngestGrpc {
         &self,
         request: Request<Streaming<pb::IngestRequest>>,
     ) -> Result<Response<Self::IngestStreamStream>, Status> {
-        let tenant = Arc::new(self.tenant(&request).await?);
+        let tenant = Arc::new(aforo_api::grpc_tenant(&request)?);
         let mut inbound = request.into_inner();
         let (answers, outbound) = mpsc::channel(STREAM_IN_FLIGHT * 2);
         let this = self.clone();

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use aforo_api::GrpcAuth;
 use aforo_api::serve::Role;
 use aforo_proto::v1::ingest_service_server::IngestServiceServer;
 use aforo_store::Store;
@@ -71,8 +72,11 @@ pub fn build(
         store,
         limits,
     };
-    let grpc = IngestServiceServer::new(IngestGrpc::new(ingestor, auth, limits))
-        .max_decoding_message_size(config.max_body_bytes);
+    let grpc = GrpcAuth::new(
+        IngestServiceServer::new(IngestGrpc::new(ingestor, limits))
+            .max_decoding_message_size(config.max_body_bytes),
+        auth,
+    );
     Role::new("ingest")
         .http(rest::router(rest).merge(webhooks::router(webhooks)))
         // An upload takes as long as its body does.
