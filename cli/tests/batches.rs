@@ -172,13 +172,14 @@ async fn csv_columns_become_event_fields_and_properties() {
         "{out}"
     );
     let results = results_of(&results_file);
-    // Rows are numbered as records of the file: the header is row 1.
+    // Rows are numbered by the line they start on: the header is row 1,
+    // c1 spans lines 2 and 3, so c2 is row 4.
     assert_eq!(row(&results, 2)["status"], "ACCEPTED");
     assert_eq!(
-        row(&results, 3)["message"],
+        row(&results, 4)["message"],
         "the row has 6 fields; the header has 7"
     );
-    assert_eq!(row(&results, 4)["reason"], "SCHEMA_MISSING_CUSTOMER");
+    assert_eq!(row(&results, 5)["reason"], "SCHEMA_MISSING_CUSTOMER");
     let events = server.all_events().await;
     assert_eq!(
         events[0]["properties"],

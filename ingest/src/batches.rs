@@ -136,35 +136,48 @@ pub enum Row {
     TooLong { number: u64, prefix: Vec<u8> },
 }
 
-/// Cuts a byte stream into rows: lines, except that in CSV a line break
-/// inside a quoted field does not end the record. Holds at most one row.
+/// Cuts a byte stream into rows: lines in NDJSON; in CSV, records as
+/// csv-core reads them (a line break inside a quoted field does not end the
+/// record, a quote inside an unquoted field opens nothing). A row's number
+/// is the line it starts on, from 1. Holds at most one row.
 pub struct RowSplitter {
-    csv: bool,
+    csv: Option<CsvRecords>,
     max: usize,
     current: Vec<u8>,
     too_long: bool,
-    in_quotes: bool,
-    /// Rows started so far: the number of the current one.
+    /// The line being read, from 1; in NDJSON also the current row's.
     number: u64,
+}
+
+/// What finds CSV records: csv-core's reader, with scratch space for the
+/// fields it parses (unused: the decoder parses the row again whole).
+struct CsvRecords {
+    reader: csv_core::Reader,
+    fields: Vec<u8>,
+    ends: Vec<usize>,
+    /// The line the current record started on.
+    start: u64,
 }
 
 impl RowSplitter {
     pub fn new(format: Format, max: usize) -> Self {
         RowSplitter {
-            csv: format == Format::Csv,
+            csv: (format == Format::Csv).then(|| CsvRecords {
+                reader: csv_core::Reader::new(),
+                fields: vec![0; 4096],
+                ends: vec![0; 256],
+                start: 1,
+            }),
             max,
             current: Vec::new(),
             too_long: false,
-            in_quotes: false,
             number: 1,
         }
     }
 
-    fn finish(&mut self, out: &mut Vec<Row>) {
-        let number = self.number;
-        self.number += 1;
-        self.in_quotes = false;
-        if self.current.last() == Some(&b'\r') {
+    /// Ends the current row, numbered `number`.
+    fn finish(&mut self, number: u64, out: &mut Vec<Row>) {
+        while matches!(self.current.last(), Some(b'\r' | b'\n')) {
             self.current.pop();
         }
         let bytes = std::mem::take(&mut self.current);
@@ -178,53 +191,97 @@ impl RowSplitter {
         }
     }
 
+    /// Adds `piece` to the current row, keeping only a prefix of a row
+    /// longer than the bound (to store with its rejection).
+    fn keep(&mut self, piece: &[u8]) {
+        if self.too_long {
+            return;
+        }
+        if self.current.len() + piece.len() > self.max {
+            let room = TOO_LONG_PREFIX
+                .saturating_sub(self.current.len())
+                .min(piece.len());
+            self.current.extend_from_slice(&piece[..room]);
+            self.current.truncate(TOO_LONG_PREFIX);
+            self.too_long = true;
+        } else {
+            self.current.extend_from_slice(piece);
+        }
+    }
+
     /// Feeds bytes; completed rows are appended to `out`.
-    pub fn feed(&mut self, mut data: &[u8], out: &mut Vec<Row>) {
+    pub fn feed(&mut self, data: &[u8], out: &mut Vec<Row>) {
+        if self.csv.is_some() {
+            self.feed_csv(data, false, out);
+        } else {
+            self.feed_lines(data, out);
+        }
+    }
+
+    fn feed_lines(&mut self, mut data: &[u8], out: &mut Vec<Row>) {
         while !data.is_empty() {
-            let end = if self.csv {
-                let mut end = None;
-                for (i, &b) in data.iter().enumerate() {
-                    match b {
-                        b'"' => self.in_quotes = !self.in_quotes,
-                        b'\n' if !self.in_quotes => {
-                            end = Some(i);
-                            break;
-                        }
-                        _ => {}
-                    }
+            match data.iter().position(|&b| b == b'\n') {
+                Some(i) => {
+                    self.keep(&data[..i]);
+                    let number = self.number;
+                    self.number += 1;
+                    self.finish(number, out);
+                    data = &data[i + 1..];
                 }
-                end
-            } else {
-                data.iter().position(|&b| b == b'\n')
-            };
-            let (piece, rest, complete) = match end {
-                Some(i) => (&data[..i], &data[i + 1..], true),
-                None => (data, &data[data.len()..], false),
-            };
-            if !self.too_long {
-                if self.current.len() + piece.len() > self.max {
-                    // Keep a prefix to store with the rejection; drop the rest.
-                    let room = TOO_LONG_PREFIX
-                        .saturating_sub(self.current.len())
-                        .min(piece.len());
-                    self.current.extend_from_slice(&piece[..room]);
-                    self.current.truncate(TOO_LONG_PREFIX);
-                    self.too_long = true;
-                } else {
-                    self.current.extend_from_slice(piece);
+                None => {
+                    self.keep(data);
+                    data = &[];
                 }
             }
-            if complete {
-                self.finish(out);
-            }
+        }
+    }
+
+    /// Runs `data` through csv-core; `end` says the stream has ended.
+    fn feed_csv(&mut self, mut data: &[u8], end: bool, out: &mut Vec<Row>) {
+        loop {
+            let Some(csv) = self.csv.as_mut() else { return };
+            let (result, read, _, _) = csv.reader.read_record(data, &mut csv.fields, &mut csv.ends);
+            let (piece, rest) = data.split_at(read);
             data = rest;
+            // Line breaks before a record are blank lines or the end of the
+            // previous one: they start no row.
+            let mut piece = piece;
+            if self.current.is_empty() && !self.too_long {
+                let blank = piece
+                    .iter()
+                    .position(|b| !matches!(b, b'\r' | b'\n'))
+                    .unwrap_or(piece.len());
+                self.number += piece[..blank].iter().filter(|&&b| b == b'\n').count() as u64;
+                piece = &piece[blank..];
+                if !piece.is_empty()
+                    && let Some(csv) = self.csv.as_mut()
+                {
+                    csv.start = self.number;
+                }
+            }
+            self.number += piece.iter().filter(|&&b| b == b'\n').count() as u64;
+            self.keep(piece);
+            match result {
+                csv_core::ReadRecordResult::Record => {
+                    let start = self.csv.as_ref().map_or(self.number, |c| c.start);
+                    self.finish(start, out);
+                }
+                csv_core::ReadRecordResult::End => return,
+                csv_core::ReadRecordResult::InputEmpty if !end => return,
+                // Scratch space full (its content is not needed), or the
+                // end: go on.
+                _ => {}
+            }
         }
     }
 
     /// The last row, when the stream does not end with a line break.
     pub fn end(&mut self, out: &mut Vec<Row>) {
-        if !self.current.is_empty() || self.too_long {
-            self.finish(out);
+        if self.csv.is_some() {
+            self.feed_csv(&[], true, out);
+        } else if !self.current.is_empty() || self.too_long {
+            let number = self.number;
+            self.finish(number, out);
         }
     }
 }
@@ -872,9 +929,39 @@ mod tests {
             [
                 text(1, "id,note"),
                 text(2, "1,\"two\nlines\""),
-                text(3, "2,\"say \"\"hi\"\"\"")
+                // The row starts on line 4.
+                text(4, "2,\"say \"\"hi\"\"\"")
             ]
         );
+    }
+
+    #[test]
+    fn a_quote_inside_an_unquoted_csv_field_opens_nothing() {
+        // A toggle on every quote would read rows 2 and 3 as one record.
+        let rows = split(Format::Csv, 100, &[b"id,note\n1,a 5\" scr", b"een\n2,ok\n"]);
+        assert_eq!(
+            rows,
+            [
+                text(1, "id,note"),
+                text(2, "1,a 5\" screen"),
+                text(3, "2,ok")
+            ]
+        );
+    }
+
+    #[test]
+    fn csv_rows_are_numbered_by_their_first_line_whatever_the_line_ends() {
+        let rows = split(Format::Csv, 100, &[b"h\r\n\r", b"\n1,\"x\r\ny\"\r\n\n2,z"]);
+        assert_eq!(
+            rows,
+            [text(1, "h"), text(3, "1,\"x\r\ny\""), text(6, "2,z")]
+        );
+        let long = split(Format::Csv, 10, &[b"h\n", &[b'x'; 100], b"\n1,y\n"]);
+        assert!(
+            matches!(&long[1], Row::TooLong { number: 2, .. }),
+            "{long:?}"
+        );
+        assert_eq!(long[2], text(3, "1,y"));
     }
 
     #[test]

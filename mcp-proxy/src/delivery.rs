@@ -21,6 +21,42 @@ use crate::spool::{Spool, SpoolError};
 /// Events taken from the outbox per spool append (one fsync).
 const WRITE_GROUP: usize = 1024;
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+
+/// How long to wait before trying again: 100 ms doubling to 5 s, with
+/// jitter, so that proxies that lost ingest together do not all come back
+/// in step; a success starts over.
+struct Retry {
+    delays: backon::ExponentialBackoff,
+    upcoming: Duration,
+}
+
+impl Retry {
+    fn new() -> Self {
+        use backon::BackoffBuilder;
+        let mut delays = backon::ExponentialBuilder::default()
+            .with_min_delay(MIN_BACKOFF)
+            .with_max_delay(MAX_BACKOFF)
+            .with_factor(2.0)
+            .with_jitter()
+            .without_max_times()
+            .build();
+        let upcoming = delays.next().unwrap_or(MAX_BACKOFF);
+        Retry { delays, upcoming }
+    }
+
+    /// The wait the next failure will take.
+    fn upcoming(&self) -> Duration {
+        self.upcoming
+    }
+
+    /// Takes the wait, and lengthens the next.
+    fn take(&mut self) -> Duration {
+        let wait = self.upcoming;
+        self.upcoming = self.delays.next().unwrap_or(MAX_BACKOFF);
+        wait
+    }
+}
 
 pub type SharedSpool = Arc<Mutex<Spool>>;
 
@@ -137,7 +173,7 @@ impl Shipper {
     /// shipping until the spool is empty or `drain` has passed. What is left
     /// stays on disk for the next start.
     pub async fn run(mut self, mut stop: watch::Receiver<bool>, drain: Duration) {
-        let mut backoff = Duration::from_millis(100);
+        let mut backoff = Retry::new();
         let mut deadline: Option<tokio::time::Instant> = None;
         loop {
             if deadline.is_none() && *stop.borrow() {
@@ -217,7 +253,7 @@ impl Shipper {
     }
 
     /// One Ingest request; true when ingest answered for every event.
-    async fn send(&mut self, events: Vec<pb::Event>, backoff: &mut Duration) -> bool {
+    async fn send(&mut self, events: Vec<pb::Event>, backoff: &mut Retry) -> bool {
         let count = events.len();
         let request = pb::IngestRequest {
             batch_id: uuid::Uuid::now_v7().to_string(),
@@ -249,7 +285,7 @@ impl Shipper {
                 self.metrics
                     .events_rejected
                     .inc_by(u64::from(response.rejected));
-                *backoff = Duration::from_millis(100);
+                *backoff = Retry::new();
                 true
             }
             Err(status) => {
@@ -257,8 +293,9 @@ impl Shipper {
                 let held = lock(&self.spool).held_records();
                 tracing::warn!(
                     code = ?status.code(),
-                    "ingest did not take a batch of {count} events ({}); {held} events wait in the spool, retrying in {backoff:?}",
-                    status.message()
+                    "ingest did not take a batch of {count} events ({}); {held} events wait in the spool, retrying in {:?}",
+                    status.message(),
+                    backoff.upcoming()
                 );
                 false
             }
@@ -269,10 +306,9 @@ impl Shipper {
         &self,
         stop: &mut watch::Receiver<bool>,
         deadline: Option<tokio::time::Instant>,
-        backoff: &mut Duration,
+        backoff: &mut Retry,
     ) {
-        let wait = *backoff;
-        *backoff = (*backoff * 2).min(MAX_BACKOFF);
+        let wait = backoff.take();
         let until = tokio::time::Instant::now() + wait;
         let until = deadline.map_or(until, |d| d.min(until));
         if deadline.is_some() {
@@ -283,5 +319,25 @@ impl Shipper {
                 _ = stop.wait_for(|s| *s) => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waits_grow_from_the_minimum_to_the_cap_with_jitter_and_start_over() {
+        let mut retry = Retry::new();
+        let waits: Vec<Duration> = (0..12).map(|_| retry.take()).collect();
+        // Jitter adds up to one delay: each wait is in [delay, 2 × delay].
+        assert!(
+            waits[0] >= MIN_BACKOFF && waits[0] <= 2 * MIN_BACKOFF,
+            "{waits:?}"
+        );
+        assert!(waits.iter().all(|w| *w <= 2 * MAX_BACKOFF), "{waits:?}");
+        assert!(waits[11] >= MAX_BACKOFF, "{waits:?}");
+        let again = Retry::new().take();
+        assert!(again <= 2 * MIN_BACKOFF, "{again:?}");
     }
 }

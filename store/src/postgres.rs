@@ -54,8 +54,17 @@ impl Drop for AbortOnDrop {
 /// break in listening, whatever happened meanwhile is unknown: it says
 /// [`Change::Unknown`] once it listens again.
 async fn hear_changes(pool: PgPool, changes: Changes) {
+    use backon::BackoffBuilder;
     use sqlx::postgres::PgListener;
-    let mut backoff = Duration::from_millis(100);
+    let retries = || {
+        backon::ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(100))
+            .with_max_delay(Duration::from_secs(5))
+            .with_jitter()
+            .without_max_times()
+            .build()
+    };
+    let mut backoff = retries();
     loop {
         let listening = async {
             let mut listener = PgListener::connect_with(&pool).await?;
@@ -67,12 +76,12 @@ async fn hear_changes(pool: PgPool, changes: Changes) {
             Err(sqlx::Error::PoolClosed) => return,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot listen for other processes' changes; retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                let wait = backoff.next().unwrap_or(Duration::from_secs(5));
+                tokio::time::sleep(wait).await;
                 continue;
             }
         };
-        backoff = Duration::from_millis(100);
+        backoff = retries();
         changes.publish(Change::Unknown).await;
         loop {
             match listener.try_recv().await {

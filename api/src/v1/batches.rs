@@ -50,7 +50,7 @@ pub struct BatchFailed {
 /// One line of `GET /v1/batches/{id}/results` (NDJSON: one per row).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct RowResult {
-    /// The row's number in the file, from 1 (a CSV header is row 0).
+    /// The line the row starts on, from 1 (in CSV the header is row 1).
     pub row: u64,
     /// The event's own id, as sent (empty when it had none).
     pub id: String,

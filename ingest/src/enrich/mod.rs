@@ -178,15 +178,33 @@ impl Enricher {
     /// Enriches until `stop` says so, resting when the queue is empty and
     /// backing off when the store is away.
     pub async fn run(self, mut stop: tokio::sync::watch::Receiver<bool>) {
-        let mut backoff = self.idle;
+        // After a failure: from twice the idle rest up to 10 s, with jitter,
+        // so that enrichers that lost the store together do not return to
+        // it in step; any success starts over.
+        let retries = || {
+            use backon::BackoffBuilder;
+            backon::ExponentialBuilder::default()
+                .with_min_delay(self.idle * 2)
+                .with_max_delay(Duration::from_secs(10))
+                .with_jitter()
+                .without_max_times()
+                .build()
+        };
+        let mut backoff = retries();
         loop {
             let rest = match self.run_once().await {
-                Ok(0) => self.idle,
-                Ok(_) => Duration::ZERO,
+                Ok(taken) => {
+                    backoff = retries();
+                    if taken == 0 {
+                        self.idle
+                    } else {
+                        Duration::ZERO
+                    }
+                }
                 Err(err) => {
-                    tracing::warn!(error = %err, "enrichment failed; the batch stays queued");
-                    backoff = (backoff * 2).min(Duration::from_secs(10));
-                    backoff
+                    let wait = backoff.next().unwrap_or(Duration::from_secs(10));
+                    tracing::warn!(error = %err, ?wait, "enrichment failed; the batch stays queued");
+                    wait
                 }
             };
             if !rest.is_zero() {
@@ -196,8 +214,6 @@ impl Enricher {
                 }
             } else if *stop.borrow() {
                 return;
-            } else {
-                backoff = self.idle;
             }
         }
     }
