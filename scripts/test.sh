@@ -28,6 +28,13 @@ echo "== rustfmt"
 cargo fmt --all -- --check
 echo "== clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "== aforo-core has no I/O dependencies"
+io=$(cargo tree -p aforo-core -e normal --prefix none --locked | awk '{print $1}' |
+  grep -Ex 'tokio|sqlx|axum|tonic|hyper|reqwest|deadpool-redis' | sort -u || true)
+if [ -n "$io" ]; then
+  echo "aforo-core must stay pure, but depends on: $io" >&2
+  exit 1
+fi
 echo "== tests (SQLite and PostgreSQL)"
 cargo test --workspace --locked
 echo "== the calendar's end-to-end tests on its hard days (libfaketime)"

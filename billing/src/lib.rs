@@ -17,8 +17,8 @@ mod errors;
 pub mod grpc;
 pub mod invoices;
 pub mod metrics;
-pub mod period;
-pub mod pricing;
-pub mod resolve;
 pub mod rest;
 pub mod usage;
+
+/// The pure parts, from `aforo-core`, where they are defined.
+pub use aforo_core::{period, pricing, resolve};

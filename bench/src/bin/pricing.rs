@@ -7,8 +7,8 @@
 use std::hint::black_box;
 use std::time::Instant;
 
-use aforo_billing::pricing::{RatingFunction, Tier};
-use aforo_store::enrichment::{AggregationInput, TotalState, fold_input};
+use aforo_core::pricing::{RatingFunction, Tier};
+use aforo_core::revenue::{AggregationInput, TotalState, fold_input};
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 

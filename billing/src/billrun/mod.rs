@@ -49,6 +49,7 @@ pub mod tax;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+pub use aforo_core::period::Period;
 use aforo_crds::catalog::RatePlanSpec;
 use aforo_store::enrichment::LedgerIntent;
 use chrono::{DateTime, Utc};
@@ -62,31 +63,6 @@ use crate::pricing::RatingFunction;
 pub use discount::DiscountTerm;
 pub use route::RoutingConfig;
 pub use tax::TaxTable;
-
-/// A billing period, `[start, end)`.
-#[derive(
-    Clone,
-    Copy,
-    Debug,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    Serialize,
-    Deserialize,
-    utoipa::ToSchema,
-)]
-pub struct Period {
-    pub start: DateTime<Utc>,
-    pub end: DateTime<Utc>,
-}
-
-impl Period {
-    pub fn contains(&self, t: DateTime<Utc>) -> bool {
-        self.start <= t && t < self.end
-    }
-}
 
 /// One event's contribution to one line, resolved against the catalog and
 /// the subscription in force at its time (exactly as the enricher resolves).

@@ -81,7 +81,7 @@ proptest! {
         let mut estimates = Decimal::ZERO;
         for i in order {
             let super::UsageItem { intent, time, .. } = &inputs.usage[i];
-            let (_, revenue) = aforo_store::enrichment::fold_input(
+            let (_, revenue) = aforo_core::revenue::fold_input(
                 &mut total,
                 &intent.input,
                 &|q| function.price(q),

@@ -20,8 +20,8 @@ use aforo_store::enrichment::EnrichmentState;
 use aforo_store::{Store, StoreError};
 use uuid::Uuid;
 
-pub use aforo_billing::resolve;
-use aforo_billing::resolve::{CatalogAt, TenantContext, resolve};
+pub use aforo_core::resolve;
+use aforo_core::resolve::{CatalogAt, TenantContext, resolve};
 
 /// Parsed catalog versions an enricher keeps (every tenant's recent ones).
 const PARSED_VERSIONS: u64 = 1_000;

@@ -7,15 +7,15 @@ use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 
+use crate::model::{StoredEvent, Subscription};
 use crate::period::Calendar;
 use crate::pricing::{ChargeRating, RatingFunction};
+use crate::revenue::{
+    AggregationInput, EnrichmentOutcome, EnrichmentState, LedgerIntent, PriceFn, TotalKey,
+};
 use aforo_crds::canonical;
 use aforo_crds::catalog::{Aggregation, MeterSpec, RatePlanSpec};
 use aforo_crds::compile::CatalogSnapshot;
-use aforo_store::enrichment::{
-    AggregationInput, EnrichmentOutcome, EnrichmentState, LedgerIntent, PriceFn, TotalKey,
-};
-use aforo_store::{StoredEvent, Subscription};
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde_json::{Map, Value};

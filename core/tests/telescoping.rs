@@ -3,8 +3,8 @@
 //! exactly `price(final total)` — the number the bill run's Rate stage
 //! computes with the same function. Exactly: decimals, no tolerance.
 
-use aforo_billing::pricing::{RatingFunction, Tier};
-use aforo_store::enrichment::{AggregationInput, TotalState, fold_input};
+use aforo_core::pricing::{RatingFunction, Tier};
+use aforo_core::revenue::{AggregationInput, TotalState, fold_input};
 use chrono::{DateTime, Utc};
 use proptest::prelude::*;
 use rust_decimal::Decimal;

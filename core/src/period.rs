@@ -13,11 +13,36 @@
 //! else the rate plan's `billingAnchorDay` (both at midnight UTC), else the
 //! subscription's start, to the second.
 
+use crate::model::Subscription;
 use aforo_crds::catalog::{BillingPeriod, RatePlanSpec};
-use aforo_store::Subscription;
 use chrono::{DateTime, Datelike, Months, NaiveDate, NaiveTime, Utc};
 
-use crate::billrun::Period;
+use serde::{Deserialize, Serialize};
+
+/// A billing period, `[start, end)`.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
+pub struct Period {
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+}
+
+impl Period {
+    pub fn contains(&self, t: DateTime<Utc>) -> bool {
+        self.start <= t && t < self.end
+    }
+}
 
 fn months(period: BillingPeriod) -> u32 {
     match period {
