@@ -8,12 +8,13 @@
 //! - [`period`]: billing periods from a subscription's anchor;
 //! - [`pricing`]: charge models and rounding;
 //! - [`resolve`]: an event against the catalog and subscription in force at
-//!   its time, to ledger intents — what the enricher and the bill run share.
+//!   its time, to ledger intents — what the enricher and the bill run share;
+//! - [`billrun`]: the bill run's ten stages, usage in, an invoice out.
 //!
-//! The bill run's ten stages, the gates, the typed catalog and the clock are
-//! to follow here; they live in `aforo-billing`, `aforo-ingest` and
-//! `aforo-crds` until then.
+//! The gates, a typed compiled catalog and the clock are to follow here;
+//! they live in `aforo-ingest` and `aforo-crds` until then.
 
+pub mod billrun;
 pub mod model;
 pub mod period;
 pub mod pricing;

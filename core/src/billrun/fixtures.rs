@@ -4,10 +4,10 @@
 
 use std::sync::Arc;
 
+use crate::revenue::{AggregationInput, LedgerIntent, PriceFn, TotalKey};
 use aforo_crds::catalog::{
     BillingPeriod, Charge, DecimalString, PerUnitCharge, Quota, RatePlanSpec, Rollover,
 };
-use aforo_store::enrichment::{AggregationInput, LedgerIntent, PriceFn, TotalKey};
 use chrono::{DateTime, TimeZone, Utc};
 use rust_decimal::Decimal;
 use uuid::Uuid;

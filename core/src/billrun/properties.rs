@@ -77,11 +77,11 @@ proptest! {
         }
         let function = Arc::clone(&inputs.usage[0].function);
         // The enricher's own fold, as it runs in production.
-        let mut total = aforo_store::enrichment::TotalState::default();
+        let mut total = crate::revenue::TotalState::default();
         let mut estimates = Decimal::ZERO;
         for i in order {
             let super::UsageItem { intent, time, .. } = &inputs.usage[i];
-            let (_, revenue) = aforo_core::revenue::fold_input(
+            let (_, revenue) = crate::revenue::fold_input(
                 &mut total,
                 &intent.input,
                 &|q| function.price(q),

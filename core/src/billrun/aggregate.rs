@@ -8,7 +8,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use aforo_store::enrichment::{AggregationInput, TotalState, fold};
+use crate::revenue::{AggregationInput, TotalState, fold};
 
 use super::{Aggregated, Draft, Inputs, LineKey, UsageItem};
 
