@@ -175,6 +175,7 @@ impl InvoiceApi {
                 cutoff,
                 subscription,
             },
+            self.clock.as_ref(),
         )
         .instrument(span)
         .await;

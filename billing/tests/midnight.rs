@@ -114,6 +114,13 @@ async fn a_period_is_billed_the_instant_the_cut_off_reaches_its_end_and_not_befo
     let due = invoices.run(s.tenant, None, None, None).await.unwrap();
     let starts: Vec<_> = due.invoiced.iter().map(|i| i.period_start).collect();
     assert_eq!(starts, [at(2028, 1, 1)], "{due:?}");
+    // The run is recorded at the clock's time, not the machine's.
+    let record = &invoices.runs(s.tenant, 1).await.unwrap()[0];
+    assert_eq!(record.id, due.id);
+    assert_eq!(
+        (record.started_at, record.finished_at),
+        (at(2028, 2, 1) + settle, at(2028, 2, 1) + settle)
+    );
 
     // The leap day is February's last: February ends at midnight into March.
     clock.set(at(2028, 2, 29) + Duration::hours(23) + settle);

@@ -9,12 +9,14 @@
 //! - [`pricing`]: charge models and rounding;
 //! - [`resolve`]: an event against the catalog and subscription in force at
 //!   its time, to ledger intents — what the enricher and the bill run share;
-//! - [`billrun`]: the bill run's ten stages, usage in, an invoice out.
+//! - [`billrun`]: the bill run's ten stages, usage in, an invoice out;
+//! - [`gates`]: the four gates every event passes before it is stored.
 //!
-//! The gates, a typed compiled catalog and the clock are to follow here;
-//! they live in `aforo-ingest` and `aforo-crds` until then.
+//! A typed compiled catalog and the clock are to follow here; they live in
+//! `aforo-crds` until then.
 
 pub mod billrun;
+pub mod gates;
 pub mod model;
 pub mod period;
 pub mod pricing;

@@ -4,11 +4,12 @@
 //!
 //! ```text
 //!  gRPC (grpc.rs) ─────────┐
-//!  REST (rest.rs) ─────────┼─ decode.rs ─ EventCandidate ─ gates/ ─ pipeline.rs ─ committer.rs ─ Store
+//!  REST (rest.rs) ─────────┼─ decode.rs ─ EventCandidate ─ gates ─── pipeline.rs ─ committer.rs ─ Store
 //!  webhooks/ (verify, map) ┤                              (pure)    (seal, answer)  (group commit)
 //!  batches.rs (streamed) ──┘
 //! ```
 //!
+//! The gates are pure and live in `aforo-core` ([`gates`], re-exported).
 //! Each front door turns its wire format into [`gates::EventCandidate`]s;
 //! the [`pipeline::Ingestor`] runs the gates, seals every admitted event
 //! with its validation hash, and commits admitted and rejected events
@@ -24,7 +25,7 @@ pub mod committer;
 pub mod config;
 pub mod decode;
 pub mod enrich;
-pub mod gates;
+pub use aforo_core::gates;
 pub mod grpc;
 pub mod metrics;
 pub mod pipeline;

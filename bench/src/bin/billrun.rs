@@ -313,6 +313,7 @@ async fn main() -> anyhow::Result<()> {
             cutoff: Utc::now(),
             subscription: None,
         },
+        &aforo_crds::clock::SystemClock,
     )
     .await?;
     let took = started.elapsed();

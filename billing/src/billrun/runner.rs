@@ -15,6 +15,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
+use aforo_crds::clock::Clock;
 use aforo_crds::compile::CatalogSnapshot;
 use aforo_store::billing::BillEvent;
 use aforo_store::billing::{BillRunRecord, InvoiceQuery, NewInvoice, SettleOutcome};
@@ -622,8 +623,9 @@ pub async fn run(
     store: &Arc<dyn Store>,
     config: &BillRunConfig,
     request: &RunRequest,
+    clock: &dyn Clock,
 ) -> Result<RunReport, RunError> {
-    let started_at = Utc::now();
+    let started_at = clock.now();
     let tenant = request.tenant;
     // Stores keep microseconds: the cut-off in the document must be the one
     // a replay reads back.
@@ -687,7 +689,7 @@ pub async fn run(
         }
     }
     let Some(first) = due.values().flatten().map(|d| d.period.start).min() else {
-        return finish(store.as_ref(), report, started_at).await;
+        return finish(store.as_ref(), report, started_at, clock).await;
     };
     // Now the invoices of the subscriptions with something due (rollover,
     // late events, chaining): per subscription when few are due, all at once
@@ -873,13 +875,14 @@ pub async fn run(
         .micros()
         .map(|(stage, micros)| (stage.to_owned(), micros))
         .collect();
-    finish(store.as_ref(), report, started_at).await
+    finish(store.as_ref(), report, started_at, clock).await
 }
 
 async fn finish(
     store: &dyn Store,
     report: RunReport,
     started_at: DateTime<Utc>,
+    clock: &dyn Clock,
 ) -> Result<RunReport, RunError> {
     // A run that found nothing due is not worth a record (the scheduler
     // runs often).
@@ -892,7 +895,7 @@ async fn finish(
         as_of: report.as_of,
         cutoff: report.cutoff,
         started_at,
-        finished_at: Utc::now(),
+        finished_at: clock.now(),
         invoiced: report.invoiced.len() as i64,
         failed: report.failures.len() as i64,
         report: serde_json::to_string(&report).unwrap_or_default(),
