@@ -281,14 +281,27 @@ fn in_process_or_redis(
 }
 
 /// Binds the ingest config's ports, prints the ready line and serves.
-async fn serve(
-    role: &str,
-    host: Host,
-    config: &IngestConfig,
-    backend: &str,
-) -> anyhow::Result<ExitCode> {
-    let http = bind(config.http_addr).await?;
-    let grpc = bind(config.grpc_addr).await?;
+/// Where a role with an API listens.
+struct Ports {
+    http: std::net::SocketAddr,
+    grpc: std::net::SocketAddr,
+    grpc_max_connection_age: Option<Duration>,
+}
+
+impl Ports {
+    fn of(config: &IngestConfig) -> Ports {
+        Ports {
+            http: config.http_addr,
+            grpc: config.grpc_addr,
+            grpc_max_connection_age: config.grpc_max_connection_age,
+        }
+    }
+}
+
+/// Binds the ports, prints the ready line and serves until a signal.
+async fn serve(role: &str, host: Host, ports: Ports, backend: &str) -> anyhow::Result<ExitCode> {
+    let http = bind(ports.http).await?;
+    let grpc = bind(ports.grpc).await?;
     // One line on stdout when ready: scripts and tests wait for it.
     println!(
         "aforo {role} ready: http=http://{} grpc={} store={backend}",
@@ -299,7 +312,7 @@ async fn serve(
         Listeners {
             http,
             grpc: Some(grpc),
-            grpc_max_connection_age: config.grpc_max_connection_age,
+            grpc_max_connection_age: ports.grpc_max_connection_age,
         },
         shutdown_signal(),
     )
@@ -357,7 +370,7 @@ pub async fn standalone(mut args: StandaloneArgs) -> anyhow::Result<ExitCode> {
         args.enrichers,
         args.enrich_batch,
     ));
-    serve("standalone", host, &args.ingest, backend).await
+    serve("standalone", host, Ports::of(&args.ingest), backend).await
 }
 
 /// The billing role's APIs over one store: catalog, customers and
@@ -492,24 +505,12 @@ pub async fn billing(args: BillingRoleArgs) -> anyhow::Result<ExitCode> {
     ContextCacheLookups::register(host.registry(), context);
     host.add(services.role(args.billing.bill_every_secs));
 
-    let http = bind(args.http_addr).await?;
-    let grpc = bind(args.grpc_addr).await?;
-    println!(
-        "aforo billing ready: http=http://{} grpc={} store={}",
-        http.local_addr()?,
-        grpc.local_addr()?,
-        store.backend()
-    );
-    host.serve(
-        Listeners {
-            http,
-            grpc: Some(grpc),
-            grpc_max_connection_age: args.grpc_max_connection_age,
-        },
-        shutdown_signal(),
-    )
-    .await?;
-    Ok(ExitCode::SUCCESS)
+    let ports = Ports {
+        http: args.http_addr,
+        grpc: args.grpc_addr,
+        grpc_max_connection_age: args.grpc_max_connection_age,
+    };
+    serve("billing", host, ports, store.backend()).await
 }
 
 pub async fn ingest(args: IngestArgs) -> anyhow::Result<ExitCode> {
@@ -528,7 +529,7 @@ pub async fn ingest(args: IngestArgs) -> anyhow::Result<ExitCode> {
         host.registry(),
     );
     host.add(ingest);
-    serve("ingest", host, &args.ingest, backend).await
+    serve("ingest", host, Ports::of(&args.ingest), backend).await
 }
 
 #[cfg(test)]

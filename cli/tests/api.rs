@@ -13,7 +13,9 @@ mod common;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use common::{Backend, Months, Server, examples_with, grpcurl, rfc3339, single_role};
+use common::{
+    Backend, Months, Server, examples_with, grpcurl_out, metrics_of, rfc3339, single_role,
+};
 use serde_json::{Value, json};
 
 /// `(method, path, content type, body)` of requests every one of which is
@@ -301,26 +303,6 @@ async fn a_request_over_its_time_is_answered_with_the_envelope_and_stores_nothin
     assert!(server.all_events().await.is_empty());
 }
 
-/// Runs `grpcurl -plaintext FLAGS ADDRESS VERB`; its stdout.
-fn grpcurl_out(flags: &[&str], address: &str, verb: &str) -> String {
-    let args: Vec<&str> = ["-plaintext"]
-        .iter()
-        .chain(flags)
-        .chain(&[address, verb])
-        .copied()
-        .collect();
-    let output = std::process::Command::new(grpcurl())
-        .args(&args)
-        .output()
-        .expect("run grpcurl");
-    assert!(
-        output.status.success(),
-        "grpcurl {args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
 #[tokio::test]
 async fn every_role_reports_each_of_its_services_serving_and_one_exposition() {
     let http = reqwest::Client::new();
@@ -342,7 +324,7 @@ async fn every_role_reports_each_of_its_services_serving_and_one_exposition() {
         let args: Vec<&str> = args.iter().chain(&ports).copied().collect();
         let (_role, ready) = single_role(&args, dir.path()).await;
         let grpc = ready.field("grpc=");
-        let listed = grpcurl_out(&[], &grpc, "list");
+        let listed = grpcurl_out(&[], &grpc, &["list"]);
         assert!(listed.contains("grpc.health.v1.Health"), "{listed}");
         // "" is the server as a whole.
         for service in services.iter().chain(&[""]) {
@@ -351,7 +333,7 @@ async fn every_role_reports_each_of_its_services_serving_and_one_exposition() {
                 "{args:?} lists {service}: {listed}"
             );
             let request = json!({ "service": service }).to_string();
-            let health = grpcurl_out(&["-d", &request], &grpc, "grpc.health.v1.Health/Check");
+            let health = grpcurl_out(&["-d", &request], &grpc, &["grpc.health.v1.Health/Check"]);
             assert!(
                 health.contains("\"SERVING\""),
                 "{args:?} {service}: {health}"
@@ -367,14 +349,7 @@ async fn every_role_reports_each_of_its_services_serving_and_one_exposition() {
                 .status();
             assert_eq!(status, 200, "{args:?} {probe}");
         }
-        let metrics = http
-            .get(format!("{base}/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let metrics = metrics_of(&base).await;
         assert!(
             metrics.contains("\naforo_enrichment_backlog_events 0\n"),
             "{args:?}: {metrics}"

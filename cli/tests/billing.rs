@@ -320,15 +320,7 @@ async fn bill_run_end_to_end(backend: Backend) {
     assert!(err.contains("0 reconciliation differences"), "{err}");
     // The run is counted: one invoice, one failure at TAX, and the time of
     // each of the ten stages.
-    let metrics = server
-        .http_client()
-        .get(format!("{}/metrics", server.http))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics().await;
     for line in [
         "aforo_billing_bill_runs_total{outcome=\"ok\"} 1",
         "aforo_billing_bill_run_invoices_total 1",

@@ -637,14 +637,7 @@ async fn the_enrich_role_answers_probes_and_metrics() {
         let response = http.get(format!("{base}{path}")).send().await.unwrap();
         assert_eq!(response.status(), 200, "{path}");
     }
-    let metrics = http
-        .get(format!("{base}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = common::metrics_of(&base).await;
     assert!(
         metrics.contains(r#"aforo_enrich_context_cache_lookups_total{result="fallback"}"#),
         "{metrics}"

@@ -9,7 +9,7 @@ mod common;
 
 use aforo_proto::v1 as pb;
 use chrono::{Duration, Utc};
-use common::{Backend, Server, proto_event};
+use common::{Backend, Server, grpcurl_out, proto_event};
 use serde_json::{Value, json};
 
 /// The batch of the acceptance criteria: valid, 6 minutes ahead, 91 days
@@ -417,45 +417,21 @@ async fn oversized_and_malformed_requests_get_specific_errors_and_store_nothing(
 async fn grpcurl_finds_the_services_by_reflection_and_ingests() {
     let server = Server::start(Backend::Sqlite).await;
     let address = server.grpc.trim_start_matches("http://").to_owned();
-    let run = |args: Vec<String>| {
-        let output = std::process::Command::new(common::grpcurl())
-            .args(&args)
-            .output()
-            .expect("run grpcurl");
-        assert!(
-            output.status.success(),
-            "grpcurl {args:?}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8_lossy(&output.stdout).into_owned()
-    };
-    let services = run(vec!["-plaintext".into(), address.clone(), "list".into()]);
+    let services = grpcurl_out(&[], &address, &["list"]);
     assert!(services.contains("aforo.v1.IngestService"), "{services}");
     assert!(services.contains("grpc.health.v1.Health"), "{services}");
-    let described = run(vec![
-        "-plaintext".into(),
-        address.clone(),
-        "describe".into(),
-        "aforo.v1.Event".into(),
-    ]);
+    let described = grpcurl_out(&[], &address, &["describe", "aforo.v1.Event"]);
     assert!(described.contains("customer"), "{described}");
-    let health = run(vec![
-        "-plaintext".into(),
-        address.clone(),
-        "grpc.health.v1.Health/Check".into(),
-    ]);
+    let health = grpcurl_out(&[], &address, &["grpc.health.v1.Health/Check"]);
     assert!(health.contains("SERVING"), "{health}");
     let body = json!({"events": [{"id": "from-grpcurl", "source": "cli", "type": "api.call",
         "customer": "acme", "time": Utc::now().to_rfc3339(), "properties": {"n": 1}}]});
-    let answer = run(vec![
-        "-plaintext".into(),
-        "-H".into(),
-        format!("authorization: Bearer {}", server.key),
-        "-d".into(),
-        body.to_string(),
-        address,
-        "aforo.v1.IngestService/Ingest".into(),
-    ]);
+    let key = format!("authorization: Bearer {}", server.key);
+    let answer = grpcurl_out(
+        &["-H", &key, "-d", &body.to_string()],
+        &address,
+        &["aforo.v1.IngestService/Ingest"],
+    );
     assert!(answer.contains("EVENT_STATUS_ACCEPTED"), "{answer}");
     assert_eq!(server.all_events().await[0]["id"], "from-grpcurl");
 }
@@ -550,14 +526,7 @@ async fn health_readiness_and_metrics_are_served() {
     }
     let body = Value::Array(mixed_batch("m")).to_string();
     server.post_events("application/json", body).await;
-    let metrics = http
-        .get(format!("{}/metrics", server.http))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics().await;
     assert!(
         metrics.contains(r#"aforo_ingest_events_total{status="ACCEPTED",reason=""} 2"#),
         "{metrics}"
@@ -583,15 +552,7 @@ async fn metrics_show_the_enrichment_backlog() {
         let server = Server::start_with(backend, &["--enrichers", "0"]).await;
         let body = Value::Array(mixed_batch("b")).to_string();
         server.post_events("application/json", body).await;
-        let metrics = server
-            .http_client()
-            .get(format!("{}/metrics", server.http))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let metrics = server.metrics().await;
         assert!(
             metrics.contains("\naforo_enrichment_backlog_events 2\n"),
             "the two accepted events wait: {metrics}"

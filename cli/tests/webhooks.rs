@@ -643,15 +643,7 @@ async fn the_rest(server: &Server, secrets: &Secrets) {
         .unwrap();
     assert_eq!(response.status().as_u16(), 401);
 
-    let metrics = server
-        .http_client()
-        .get(format!("{}/metrics", server.http))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = server.metrics().await;
     for line in [
         r#"aforo_ingest_webhook_deliveries_total{source="default/stripe",outcome="accepted",reason=""} 1"#,
         r#"aforo_ingest_webhook_deliveries_total{source="default/stripe",outcome="duplicate",reason=""} 1"#,

@@ -88,6 +88,15 @@ impl Changes {
             .push(listener);
     }
 
+    /// Tells the listeners that `customer`'s subscriptions changed.
+    pub async fn customer_changed(&self, tenant: Uuid, customer: &str) {
+        self.publish(Change::Customer {
+            tenant,
+            customer: customer.to_owned(),
+        })
+        .await;
+    }
+
     /// Tells every listener, and returns when all have taken it in.
     pub async fn publish(&self, change: Change) {
         let listeners = self.read().clone();

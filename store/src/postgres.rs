@@ -662,10 +662,7 @@ impl Store for PgStore {
     ) -> Result<Subscription> {
         let created = self.pg_create_subscription(tenant, subscription).await?;
         self.changes
-            .publish(Change::Customer {
-                tenant,
-                customer: created.customer.clone(),
-            })
+            .customer_changed(tenant, &created.customer)
             .await;
         Ok(created)
     }
@@ -687,10 +684,7 @@ impl Store for PgStore {
             .pg_change_plan(tenant, subscription, rate_plan, at)
             .await?;
         self.changes
-            .publish(Change::Customer {
-                tenant,
-                customer: changed.customer.clone(),
-            })
+            .customer_changed(tenant, &changed.customer)
             .await;
         Ok(changed)
     }

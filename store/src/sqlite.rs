@@ -545,10 +545,7 @@ impl Store for SqliteStore {
             .sqlite_create_subscription(tenant, subscription)
             .await?;
         self.changes
-            .publish(Change::Customer {
-                tenant,
-                customer: created.customer.clone(),
-            })
+            .customer_changed(tenant, &created.customer)
             .await;
         Ok(created)
     }
@@ -570,10 +567,7 @@ impl Store for SqliteStore {
             .sqlite_change_plan(tenant, subscription, rate_plan, at)
             .await?;
         self.changes
-            .publish(Change::Customer {
-                tenant,
-                customer: changed.customer.clone(),
-            })
+            .customer_changed(tenant, &changed.customer)
             .await;
         Ok(changed)
     }

@@ -81,24 +81,28 @@ impl Server {
     }
 
     async fn launch(&mut self) {
-        let mut child = Command::new(BIN)
-            .arg("standalone")
-            .arg("--data-dir")
-            .arg(self.dir.path())
-            .arg("--database-url")
-            .arg(&self.database_url)
-            .args(["--http-addr", "127.0.0.1:0", "--grpc-addr", "127.0.0.1:0"])
-            .args(&self.extra)
-            .env("AFORO_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn aforo");
-        let ready = ready_line(&mut child).await;
+        let data_dir = self.dir.path().display().to_string();
+        let mut args = vec![
+            "standalone",
+            "--data-dir",
+            &data_dir,
+            "--database-url",
+            &self.database_url,
+            "--http-addr",
+            "127.0.0.1:0",
+            "--grpc-addr",
+            "127.0.0.1:0",
+        ];
+        args.extend(self.extra.iter().map(String::as_str));
+        let (child, ready) = spawn_ready(&args).await;
         self.http = ready.field("http=");
         self.grpc = format!("http://{}", ready.field("grpc="));
         self.child = Some(child);
+    }
+
+    /// `GET /metrics`: the OpenMetrics text.
+    pub async fn metrics(&self) -> String {
+        metrics_of(&self.http).await
     }
 
     /// SIGKILL: no shutdown, no flush, no goodbye.
@@ -255,14 +259,43 @@ pub async fn ready_line(child: &mut Child) -> Ready {
     Ready(ready)
 }
 
-/// The example catalog of the repository.
-/// Starts one role (`ingest`, `billing`, `enrich`, …) with `args` on a
-/// fresh SQLite store in `dir`, on free ports; returns it and its ready line.
-pub async fn single_role(args: &[&str], dir: &Path) -> (Child, Ready) {
-    let database = format!("sqlite://{}", dir.join("aforo.db").display());
+/// `GET {base}/metrics` of any role: the OpenMetrics text.
+pub async fn metrics_of(base: &str) -> String {
+    reqwest::get(format!("{base}/metrics"))
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("the metrics text")
+}
+
+/// Runs `grpcurl -plaintext FLAGS ADDRESS VERB…` (asserting it
+/// succeeds); its stdout.
+pub fn grpcurl_out(flags: &[&str], address: &str, verb: &[&str]) -> String {
+    let args: Vec<&str> = ["-plaintext"]
+        .iter()
+        .chain(flags)
+        .chain(&[address])
+        .chain(verb)
+        .copied()
+        .collect();
+    let output = std::process::Command::new(grpcurl())
+        .args(&args)
+        .output()
+        .expect("run grpcurl");
+    assert!(
+        output.status.success(),
+        "grpcurl {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Spawns `aforo ARGS` with quiet logs and piped stdout, and waits for its
+/// ready line.
+pub async fn spawn_ready(args: &[&str]) -> (Child, Ready) {
     let mut child = Command::new(BIN)
         .args(args)
-        .args(["--database-url", &database])
         .env("AFORO_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -273,6 +306,19 @@ pub async fn single_role(args: &[&str], dir: &Path) -> (Child, Ready) {
     (child, ready)
 }
 
+/// Starts one role (`ingest`, `billing`, `enrich`, …) with `args` on a
+/// fresh SQLite store in `dir`; returns it and its ready line.
+pub async fn single_role(args: &[&str], dir: &Path) -> (Child, Ready) {
+    let database = format!("sqlite://{}", dir.join("aforo.db").display());
+    let args: Vec<&str> = args
+        .iter()
+        .copied()
+        .chain(["--database-url", database.as_str()])
+        .collect();
+    spawn_ready(&args).await
+}
+
+/// The example catalog of the repository.
 pub fn examples() -> PathBuf {
     PathBuf::from(format!(
         "{}/../examples",
