@@ -6,6 +6,7 @@
 //! it computes); the bill run's Aggregate stage, the property tests and the
 //! pricing benchmark call the very same function.
 
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -152,6 +153,52 @@ pub fn fold_input(
     (after - before, revenue)
 }
 
+/// What one event adds to one running total: a row of the ledger.
+#[derive(Clone, Copy, Debug)]
+pub struct Contribution<'a> {
+    pub outcome: &'a EnrichmentOutcome,
+    pub intent: &'a LedgerIntent,
+    /// The running total's change.
+    pub quantity: Decimal,
+    /// `price(after) − price(before)`.
+    pub revenue: Decimal,
+}
+
+/// A claim's completion, the same for every store: each event's intents
+/// folded, in order, into the running totals the store loaded under lock
+/// (`totals`, keys missing from it start at zero). A UNIQUE_COUNT value
+/// counts once, the first time it appears while in `new_values` (the
+/// values this completion's insert found new, which it uses up). Returns
+/// every contribution, in order, and the events by the mark they get.
+pub fn complete<'a>(
+    outcomes: &'a [EnrichmentOutcome],
+    totals: &mut BTreeMap<TotalKey, TotalState>,
+    new_values: &mut HashSet<(TotalKey, String)>,
+) -> (Vec<Contribution<'a>>, HashMap<EnrichmentState, Vec<Uuid>>) {
+    let mut contributions = Vec::new();
+    let mut marks: HashMap<EnrichmentState, Vec<Uuid>> = HashMap::new();
+    for outcome in outcomes {
+        marks.entry(outcome.state).or_default().push(outcome.event);
+        for intent in &outcome.intents {
+            let unique_is_new = match &intent.input {
+                AggregationInput::UniqueCount(v) => {
+                    new_values.remove(&(intent.key.clone(), v.clone()))
+                }
+                _ => false,
+            };
+            let state = totals.entry(intent.key.clone()).or_default();
+            let (quantity, revenue) = fold(state, intent, outcome.event_time, unique_is_new);
+            contributions.push(Contribution {
+                outcome,
+                intent,
+                quantity,
+                revenue,
+            });
+        }
+    }
+    (contributions, marks)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -248,5 +295,47 @@ mod tests {
             false,
         );
         assert_eq!((latest.quantity, latest.price), (dec!(2), dec!(4)));
+    }
+
+    #[test]
+    fn a_completion_folds_in_order_and_counts_a_new_unique_value_once() {
+        let event = |state, inputs: Vec<AggregationInput>| EnrichmentOutcome {
+            event: Uuid::now_v7(),
+            event_time: DateTime::UNIX_EPOCH,
+            state,
+            intents: inputs.into_iter().map(intent).collect(),
+        };
+        let unique = |v: &str| AggregationInput::UniqueCount(v.into());
+        let outcomes = vec![
+            event(EnrichmentState::Enriched, vec![unique("a")]),
+            event(EnrichmentState::Enriched, vec![unique("a")]),
+            event(EnrichmentState::Enriched, vec![unique("b")]),
+            event(EnrichmentState::Unmetered, vec![]),
+        ];
+        let key = intent(unique("a")).key;
+        // Loaded under lock: 5 counted already; "a" is new, "b" was seen.
+        let mut totals = BTreeMap::from([(
+            key.clone(),
+            TotalState {
+                quantity: dec!(5),
+                price: dec!(10),
+                latest_time: None,
+            },
+        )]);
+        let mut new_values = HashSet::from([(key.clone(), "a".to_owned())]);
+        let (contributions, marks) = complete(&outcomes, &mut totals, &mut new_values);
+        let added: Vec<(Decimal, Decimal)> = contributions
+            .iter()
+            .map(|c| (c.quantity, c.revenue))
+            .collect();
+        assert_eq!(
+            added,
+            [(dec!(1), dec!(2)), (dec!(0), dec!(0)), (dec!(0), dec!(0))]
+        );
+        assert_eq!(totals[&key].quantity, dec!(6));
+        assert_eq!(totals[&key].price, dec!(12));
+        assert!(new_values.is_empty());
+        assert_eq!(marks[&EnrichmentState::Enriched].len(), 3);
+        assert_eq!(marks[&EnrichmentState::Unmetered], [outcomes[3].event]);
     }
 }

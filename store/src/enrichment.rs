@@ -41,8 +41,8 @@ pub fn enrich_shard(tenant: Uuid, customer: &str) -> i16 {
 }
 
 pub use aforo_core::revenue::{
-    AggregationInput, EnrichmentOutcome, EnrichmentState, LedgerIntent, PriceFn, TotalKey,
-    TotalState, fold, fold_input,
+    AggregationInput, Contribution, EnrichmentOutcome, EnrichmentState, LedgerIntent, PriceFn,
+    TotalKey, TotalState, complete, fold, fold_input,
 };
 
 /// A batch of pending events held by one enricher until it completes.

@@ -1,6 +1,6 @@
 //! PostgreSQL: the enrichment queue, running totals and the ledger.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use crate::enrichment::{
     AggregationInput, ENRICH_SHARDS, EnrichmentClaim, EnrichmentOutcome, EnrichmentState,
-    LedgerIntent, RevenueQuery, RevenueRow, TotalKey, TotalState, fold,
+    LedgerIntent, RevenueQuery, RevenueRow, TotalKey, TotalState, complete,
 };
 use crate::postgres::{event_from_row, micros};
 use crate::{HourRow, LedgerLine};
@@ -543,22 +543,10 @@ impl EnrichmentClaim for PgClaim {
             }
         }
 
+        let (contributions, marks) = complete(&outcomes, &mut totals, &mut new_values);
         let mut ledger = LedgerColumns::default();
-        let mut marks: HashMap<EnrichmentState, Vec<Uuid>> = HashMap::new();
-        for outcome in &outcomes {
-            marks.entry(outcome.state).or_default().push(outcome.event);
-            for intent in &outcome.intents {
-                let unique_is_new = match &intent.input {
-                    // Counted once: the first time in this batch it was new.
-                    AggregationInput::UniqueCount(v) => {
-                        new_values.remove(&(intent.key.clone(), v.clone()))
-                    }
-                    _ => false,
-                };
-                let state = totals.entry(intent.key.clone()).or_default();
-                let (quantity, revenue) = fold(state, intent, outcome.event_time, unique_is_new);
-                ledger.push(outcome, intent, quantity, revenue);
-            }
+        for c in &contributions {
+            ledger.push(c.outcome, c.intent, c.quantity, c.revenue);
         }
         let written = ledger.event_ids.len();
         if written > 0 {

@@ -2,7 +2,7 @@
 //! are stored as their exact text. The claim holds the single writer, so
 //! enrichment and ingest commits take turns (standalone runs one enricher).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::str::FromStr;
 
 use async_trait::async_trait;
@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use crate::enrichment::{
     AggregationInput, EnrichmentClaim, EnrichmentOutcome, EnrichmentState, RevenueQuery,
-    RevenueRow, TotalKey, TotalState, fold,
+    RevenueRow, TotalKey, TotalState, complete,
 };
 use crate::sqlite::{event_from_row, time, uuid};
 use crate::{HourRow, LedgerLine};
@@ -372,25 +372,12 @@ impl EnrichmentClaim for SqliteClaim {
             }
         }
 
-        let mut ledger = Vec::new();
-        let mut marks: HashMap<EnrichmentState, Vec<String>> = HashMap::new();
-        for outcome in &outcomes {
-            marks
-                .entry(outcome.state)
-                .or_default()
-                .push(outcome.event.to_string());
-            for intent in &outcome.intents {
-                let key = &intent.key;
-                let unique_is_new = match &intent.input {
-                    // Counted once: the first time in this batch it was new.
-                    AggregationInput::UniqueCount(v) => {
-                        new_values.remove(&(key.clone(), v.clone()))
-                    }
-                    _ => false,
-                };
-                let state = totals.entry(key.clone()).or_default();
-                let (quantity, revenue) = fold(state, intent, outcome.event_time, unique_is_new);
-                ledger.push(json!([
+        let (contributions, marks) = complete(&outcomes, &mut totals, &mut new_values);
+        let ledger: Vec<Value> = contributions
+            .iter()
+            .map(|c| {
+                let (outcome, intent, key) = (c.outcome, c.intent, &c.intent.key);
+                json!([
                     outcome.event.to_string(),
                     key.meter,
                     key.tenant.to_string(),
@@ -401,14 +388,14 @@ impl EnrichmentClaim for SqliteClaim {
                     key.dimension,
                     key.period_start.timestamp_micros(),
                     outcome.event_time.timestamp_micros(),
-                    quantity.to_string(),
-                    revenue.to_string(),
+                    c.quantity.to_string(),
+                    c.revenue.to_string(),
                     intent.currency,
                     intent.cost.to_string(),
                     intent.cost_currency
-                ]));
-            }
-        }
+                ])
+            })
+            .collect();
         let written = ledger.len();
         if written > 0 {
             sqlx::query(
@@ -462,8 +449,10 @@ impl EnrichmentClaim for SqliteClaim {
             .map(|e| e.stored_id.to_string())
             .collect();
         for (state, ids) in marks {
-            let (from_queue, from_log): (Vec<String>, Vec<String>) =
-                ids.into_iter().partition(|id| queued.contains(id));
+            let (from_queue, from_log): (Vec<String>, Vec<String>) = ids
+                .into_iter()
+                .map(|id| id.to_string())
+                .partition(|id| queued.contains(id));
             if state == EnrichmentState::Enriched {
                 if !from_queue.is_empty() {
                     sqlx::query(
