@@ -12,6 +12,7 @@
 //!
 //! and prints the ratios. `bench/run.sh` builds and runs it.
 
+use aforo_store::prelude::*;
 use std::collections::HashSet;
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -381,7 +382,6 @@ async fn together(
     database: &str,
     work: Workload,
 ) -> anyhow::Result<Together> {
-    use aforo_store::Store;
     let store = aforo_store::PgStore::connect(database).await?;
     let mut enrichers = Vec::new();
     for _ in 0..2 {

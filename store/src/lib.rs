@@ -61,12 +61,35 @@ pub use sqlite::SqliteStore;
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// The store and every aggregate trait, for `use aforo_store::prelude::*`.
+pub mod prelude {
+    pub use crate::{
+        CatalogStore, CustomerStore, EnrichmentStore, IntakeStore, InvoiceStore, Store, TenantStore,
+    };
+}
+
 /// The largest page a list call returns, whatever the caller asks for.
 pub const MAX_PAGE_SIZE: u32 = 1000;
 
-/// The storage interface every role uses.
+/// The storage interface every role uses, split by aggregate: tenants and
+/// keys ([`TenantStore`]), what the front doors store ([`IntakeStore`]),
+/// catalog versions ([`CatalogStore`]), customers and subscriptions
+/// ([`CustomerStore`]), enrichment and revenue ([`EnrichmentStore`]), bill
+/// runs and invoices ([`InvoiceStore`]). A backend is all of them, with its
+/// name, its change notices and a ping. Callers bring the aggregates they
+/// use into scope, or all of them with `use aforo_store::prelude::*`.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store:
+    TenantStore
+    + IntakeStore
+    + CatalogStore
+    + CustomerStore
+    + EnrichmentStore
+    + InvoiceStore
+    + Send
+    + Sync
+    + 'static
+{
     /// `"postgres"` or `"sqlite"`, for logs and metrics.
     fn backend(&self) -> &'static str;
 
@@ -76,7 +99,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// Checks that the store answers (for readiness probes).
     async fn ping(&self) -> Result<()>;
+}
 
+/// Tenants and their API keys.
+#[async_trait]
+pub trait TenantStore: Send + Sync {
     /// Creates a tenant with a fresh validation key. Fails with
     /// [`StoreError::Conflict`] if the name is taken.
     async fn create_tenant(&self, name: &str) -> Result<Tenant>;
@@ -92,7 +119,11 @@ pub trait Store: Send + Sync + 'static {
         label: &str,
     ) -> Result<()>;
     async fn tenant_for_api_key(&self, key_hash: &str) -> Result<Option<Tenant>>;
+}
 
+/// What the front doors store: events, rejections, webhook deliveries set aside, batch uploads.
+#[async_trait]
+pub trait IntakeStore: Send + Sync {
     /// Writes a group of events and rejections in one transaction and returns
     /// one outcome per event of `batch.events`, in order. When this returns
     /// `Ok`, everything in the batch is durable; when it returns `Err`,
@@ -106,75 +137,6 @@ pub trait Store: Send + Sync + 'static {
         query: &RejectionQuery,
     ) -> Result<Page<StoredRejection>>;
     async fn count_events(&self, tenant: Uuid) -> Result<u64>;
-
-    /// Stores a new catalog version unless the latest one has the same
-    /// content hash, in which case nothing is written and it is returned.
-    async fn apply_catalog(
-        &self,
-        tenant: Uuid,
-        catalog: &NewCatalogVersion,
-    ) -> Result<AppliedCatalog>;
-    /// A version by number, or the latest with `None`.
-    async fn catalog_version(
-        &self,
-        tenant: Uuid,
-        version: Option<i64>,
-    ) -> Result<Option<CatalogVersion>>;
-    /// Every version, oldest first.
-    async fn catalog_versions(&self, tenant: Uuid) -> Result<Vec<CatalogVersion>>;
-
-    /// Creates the customer, or updates the one with the same external id.
-    /// Returns it and whether it was created.
-    async fn upsert_customer(
-        &self,
-        tenant: Uuid,
-        customer: &CustomerInput,
-    ) -> Result<(Customer, bool)>;
-    async fn customer(&self, tenant: Uuid, external_id: &str) -> Result<Option<Customer>>;
-    /// Customers by external id, after `after`.
-    async fn list_customers(
-        &self,
-        tenant: Uuid,
-        after: Option<&str>,
-        limit: u32,
-    ) -> Result<Vec<Customer>>;
-
-    /// Fails with [`StoreError::NotFound`] for an unknown customer.
-    async fn create_subscription(
-        &self,
-        tenant: Uuid,
-        subscription: &SubscriptionInput,
-    ) -> Result<Subscription>;
-    async fn subscriptions(
-        &self,
-        tenant: Uuid,
-        customer: Option<&str>,
-    ) -> Result<Vec<Subscription>>;
-    /// Moves a subscription to `rate_plan` from `at` on: the open phase ends
-    /// at `at`, a new one starts. Earlier phases are never touched.
-    async fn change_plan(
-        &self,
-        tenant: Uuid,
-        subscription: Uuid,
-        rate_plan: &str,
-        at: DateTime<Utc>,
-    ) -> Result<Subscription>;
-
-    /// Claims up to `limit` events waiting for enrichment, oldest first.
-    /// Events claimed by another enricher are skipped, never shared.
-    async fn claim_enrichment(&self, limit: u32) -> Result<Box<dyn EnrichmentClaim>>;
-    /// Puts a tenant's UNATTRIBUTED and UNMETERED events back in the queue
-    /// (after a customer, subscription or catalog change). Returns how many.
-    async fn requeue_waiting(&self, tenant: Uuid) -> Result<u64>;
-    /// Events ready for enrichment and not yet enriched, in every tenant
-    /// (parked UNATTRIBUTED and UNMETERED events not included).
-    async fn enrichment_backlog(&self) -> Result<u64>;
-    /// Revenue, cost and quantity by customer, meter and currency.
-    async fn revenue(&self, tenant: Uuid, query: &RevenueQuery) -> Result<Vec<RevenueRow>>;
-    /// The ledger rows of these events (a page of them), by event then meter.
-    async fn ledger_of(&self, tenant: Uuid, events: &[Uuid]) -> Result<Vec<LedgerLine>>;
-    /// Revenue and cost by hour of event time.
-    async fn revenue_by_hour(&self, tenant: Uuid, query: &RevenueQuery) -> Result<Vec<HourRow>>;
     /// Stores a webhook delivery that did not become events.
     async fn record_webhook_rejection(&self, rejection: &NewWebhookRejection) -> Result<()>;
     /// A tenant's rejected webhook deliveries, oldest first.
@@ -213,6 +175,99 @@ pub trait Store: Send + Sync + 'static {
         after: Option<i64>,
         limit: u32,
     ) -> Result<Vec<BatchResultChunk>>;
+    /// Events by stored id, in stored order; unknown ids are left out.
+    async fn events_by_ids(&self, tenant: Uuid, ids: &[Uuid]) -> Result<Vec<StoredEvent>>;
+}
+
+/// Catalog versions: immutable, one per distinct content.
+#[async_trait]
+pub trait CatalogStore: Send + Sync {
+    /// Stores a new catalog version unless the latest one has the same
+    /// content hash, in which case nothing is written and it is returned.
+    async fn apply_catalog(
+        &self,
+        tenant: Uuid,
+        catalog: &NewCatalogVersion,
+    ) -> Result<AppliedCatalog>;
+    /// A version by number, or the latest with `None`.
+    async fn catalog_version(
+        &self,
+        tenant: Uuid,
+        version: Option<i64>,
+    ) -> Result<Option<CatalogVersion>>;
+    /// Every version, oldest first.
+    async fn catalog_versions(&self, tenant: Uuid) -> Result<Vec<CatalogVersion>>;
+}
+
+/// Customers, their subscriptions and plan phases, and subscription discounts.
+#[async_trait]
+pub trait CustomerStore: Send + Sync {
+    /// Creates the customer, or updates the one with the same external id.
+    /// Returns it and whether it was created.
+    async fn upsert_customer(
+        &self,
+        tenant: Uuid,
+        customer: &CustomerInput,
+    ) -> Result<(Customer, bool)>;
+    async fn customer(&self, tenant: Uuid, external_id: &str) -> Result<Option<Customer>>;
+    /// Customers by external id, after `after`.
+    async fn list_customers(
+        &self,
+        tenant: Uuid,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<Customer>>;
+
+    /// Fails with [`StoreError::NotFound`] for an unknown customer.
+    async fn create_subscription(
+        &self,
+        tenant: Uuid,
+        subscription: &SubscriptionInput,
+    ) -> Result<Subscription>;
+    async fn subscriptions(
+        &self,
+        tenant: Uuid,
+        customer: Option<&str>,
+    ) -> Result<Vec<Subscription>>;
+    /// Moves a subscription to `rate_plan` from `at` on: the open phase ends
+    /// at `at`, a new one starts. Earlier phases are never touched.
+    async fn change_plan(
+        &self,
+        tenant: Uuid,
+        subscription: Uuid,
+        rate_plan: &str,
+        at: DateTime<Utc>,
+    ) -> Result<Subscription>;
+    /// Fails with [`StoreError::NotFound`] for an unknown subscription.
+    async fn add_subscription_discount(
+        &self,
+        tenant: Uuid,
+        discount: &billing::SubscriptionDiscount,
+    ) -> Result<()>;
+    async fn subscription_discounts(
+        &self,
+        tenant: Uuid,
+    ) -> Result<Vec<billing::SubscriptionDiscount>>;
+}
+
+/// The enrichment queue, the running totals and the ledger it writes, and the revenue read from them.
+#[async_trait]
+pub trait EnrichmentStore: Send + Sync {
+    /// Claims up to `limit` events waiting for enrichment, oldest first.
+    /// Events claimed by another enricher are skipped, never shared.
+    async fn claim_enrichment(&self, limit: u32) -> Result<Box<dyn EnrichmentClaim>>;
+    /// Puts a tenant's UNATTRIBUTED and UNMETERED events back in the queue
+    /// (after a customer, subscription or catalog change). Returns how many.
+    async fn requeue_waiting(&self, tenant: Uuid) -> Result<u64>;
+    /// Events ready for enrichment and not yet enriched, in every tenant
+    /// (parked UNATTRIBUTED and UNMETERED events not included).
+    async fn enrichment_backlog(&self) -> Result<u64>;
+    /// Revenue, cost and quantity by customer, meter and currency.
+    async fn revenue(&self, tenant: Uuid, query: &RevenueQuery) -> Result<Vec<RevenueRow>>;
+    /// The ledger rows of these events (a page of them), by event then meter.
+    async fn ledger_of(&self, tenant: Uuid, events: &[Uuid]) -> Result<Vec<LedgerLine>>;
+    /// Revenue and cost by hour of event time.
+    async fn revenue_by_hour(&self, tenant: Uuid, query: &RevenueQuery) -> Result<Vec<HourRow>>;
 
     /// Every running total of a subscription.
     async fn running_totals_of(
@@ -227,7 +282,11 @@ pub trait Store: Send + Sync + 'static {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> Result<Vec<(enrichment::TotalKey, enrichment::TotalState)>>;
+}
 
+/// What bill runs read and write: events by period, invoices and their lineage, run records, deliveries.
+#[async_trait]
+pub trait InvoiceStore: Send + Sync {
     // The bill run.
 
     /// Events of `customers` with event times in `[from, to)` stored at or
@@ -241,8 +300,6 @@ pub trait Store: Send + Sync + 'static {
         to: DateTime<Utc>,
         stored_until: DateTime<Utc>,
     ) -> Result<Vec<billing::BillEvent>>;
-    /// Events by stored id, in stored order; unknown ids are left out.
-    async fn events_by_ids(&self, tenant: Uuid, ids: &[Uuid]) -> Result<Vec<StoredEvent>>;
     /// Numbers and writes invoices, each with its lineage and deliveries,
     /// in one transaction; a period already invoiced is left as it is.
     async fn settle_invoices(
@@ -274,16 +331,6 @@ pub trait Store: Send + Sync + 'static {
     async fn record_bill_run(&self, run: &billing::BillRunRecord) -> Result<()>;
     /// The latest bill runs first.
     async fn bill_runs(&self, tenant: Uuid, limit: u32) -> Result<Vec<billing::BillRunRecord>>;
-    /// Fails with [`StoreError::NotFound`] for an unknown subscription.
-    async fn add_subscription_discount(
-        &self,
-        tenant: Uuid,
-        discount: &billing::SubscriptionDiscount,
-    ) -> Result<()>;
-    async fn subscription_discounts(
-        &self,
-        tenant: Uuid,
-    ) -> Result<Vec<billing::SubscriptionDiscount>>;
     /// Deliveries not yet made whose next attempt is due.
     async fn due_deliveries(
         &self,

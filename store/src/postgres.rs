@@ -22,6 +22,7 @@ use crate::enrichment::enrich_shard;
 use crate::error::is_transient;
 use crate::migrate::{PG_LOCK_KEY, POSTGRES};
 use crate::model::{EventRow, RejectionRow, clamp_limit, insertion_order};
+use crate::prelude::*;
 use crate::{
     AppliedCatalog, CatalogVersion, CommitBatch, CommitOutcome, Customer, CustomerInput,
     EventQuery, NewCatalogVersion, NewEvent, Page, RejectionQuery, Result, Store, StoreError,
@@ -427,7 +428,10 @@ impl Store for PgStore {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
     }
+}
 
+#[async_trait]
+impl TenantStore for PgStore {
     async fn create_tenant(&self, name: &str) -> Result<Tenant> {
         let tenant = Tenant {
             id: Uuid::now_v7(),
@@ -498,7 +502,10 @@ impl Store for PgStore {
         .await?;
         row.as_ref().map(tenant_from_row).transpose()
     }
+}
 
+#[async_trait]
+impl IntakeStore for PgStore {
     async fn commit(&self, batch: &CommitBatch) -> Result<Vec<CommitOutcome>> {
         let mut attempt = 1;
         loop {
@@ -615,7 +622,56 @@ impl Store for PgStore {
             .await?;
         Ok(n as u64)
     }
+    async fn record_webhook_rejection(&self, rejection: &crate::NewWebhookRejection) -> Result<()> {
+        self.pg_record_webhook_rejection(rejection).await
+    }
+    async fn list_webhook_rejections(
+        &self,
+        tenant: Uuid,
+        query: &crate::WebhookRejectionQuery,
+    ) -> Result<Page<crate::StoredWebhookRejection>> {
+        self.pg_list_webhook_rejections(tenant, query).await
+    }
+    async fn create_batch(&self, batch: &crate::Batch) -> Result<()> {
+        self.pg_create_batch(batch).await
+    }
+    async fn append_batch_results(
+        &self,
+        tenant: Uuid,
+        batch: Uuid,
+        chunk: &crate::BatchResultChunk,
+    ) -> Result<()> {
+        self.pg_append_batch_results(tenant, batch, chunk).await
+    }
+    async fn finish_batch(
+        &self,
+        tenant: Uuid,
+        batch: Uuid,
+        status: crate::BatchStatus,
+        error: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> Result<()> {
+        self.pg_finish_batch(tenant, batch, status, error, at).await
+    }
+    async fn batch(&self, tenant: Uuid, batch: Uuid) -> Result<Option<crate::Batch>> {
+        self.pg_batch(tenant, batch).await
+    }
+    async fn batch_results(
+        &self,
+        tenant: Uuid,
+        batch: Uuid,
+        after: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<crate::BatchResultChunk>> {
+        self.pg_batch_results(tenant, batch, after, limit).await
+    }
+    async fn events_by_ids(&self, tenant: Uuid, ids: &[Uuid]) -> Result<Vec<StoredEvent>> {
+        self.pg_events_by_ids(tenant, ids).await
+    }
+}
 
+#[async_trait]
+impl CatalogStore for PgStore {
     async fn apply_catalog(
         &self,
         tenant: Uuid,
@@ -637,6 +693,10 @@ impl Store for PgStore {
     async fn catalog_versions(&self, tenant: Uuid) -> Result<Vec<CatalogVersion>> {
         self.pg_catalog_versions(tenant).await
     }
+}
+
+#[async_trait]
+impl CustomerStore for PgStore {
     async fn upsert_customer(
         &self,
         tenant: Uuid,
@@ -688,6 +748,23 @@ impl Store for PgStore {
             .await;
         Ok(changed)
     }
+    async fn add_subscription_discount(
+        &self,
+        tenant: Uuid,
+        discount: &crate::billing::SubscriptionDiscount,
+    ) -> Result<()> {
+        self.pg_add_subscription_discount(tenant, discount).await
+    }
+    async fn subscription_discounts(
+        &self,
+        tenant: Uuid,
+    ) -> Result<Vec<crate::billing::SubscriptionDiscount>> {
+        self.pg_subscription_discounts(tenant).await
+    }
+}
+
+#[async_trait]
+impl EnrichmentStore for PgStore {
     async fn claim_enrichment(&self, limit: u32) -> Result<Box<dyn crate::EnrichmentClaim>> {
         self.pg_claim_enrichment(limit).await
     }
@@ -714,49 +791,6 @@ impl Store for PgStore {
     ) -> Result<Vec<crate::HourRow>> {
         self.pg_revenue_by_hour(tenant, query).await
     }
-    async fn record_webhook_rejection(&self, rejection: &crate::NewWebhookRejection) -> Result<()> {
-        self.pg_record_webhook_rejection(rejection).await
-    }
-    async fn list_webhook_rejections(
-        &self,
-        tenant: Uuid,
-        query: &crate::WebhookRejectionQuery,
-    ) -> Result<Page<crate::StoredWebhookRejection>> {
-        self.pg_list_webhook_rejections(tenant, query).await
-    }
-    async fn create_batch(&self, batch: &crate::Batch) -> Result<()> {
-        self.pg_create_batch(batch).await
-    }
-    async fn append_batch_results(
-        &self,
-        tenant: Uuid,
-        batch: Uuid,
-        chunk: &crate::BatchResultChunk,
-    ) -> Result<()> {
-        self.pg_append_batch_results(tenant, batch, chunk).await
-    }
-    async fn finish_batch(
-        &self,
-        tenant: Uuid,
-        batch: Uuid,
-        status: crate::BatchStatus,
-        error: Option<&str>,
-        at: DateTime<Utc>,
-    ) -> Result<()> {
-        self.pg_finish_batch(tenant, batch, status, error, at).await
-    }
-    async fn batch(&self, tenant: Uuid, batch: Uuid) -> Result<Option<crate::Batch>> {
-        self.pg_batch(tenant, batch).await
-    }
-    async fn batch_results(
-        &self,
-        tenant: Uuid,
-        batch: Uuid,
-        after: Option<i64>,
-        limit: u32,
-    ) -> Result<Vec<crate::BatchResultChunk>> {
-        self.pg_batch_results(tenant, batch, after, limit).await
-    }
     async fn running_totals_of(
         &self,
         tenant: Uuid,
@@ -772,6 +806,10 @@ impl Store for PgStore {
     ) -> Result<Vec<(crate::enrichment::TotalKey, crate::enrichment::TotalState)>> {
         self.pg_running_totals_between(tenant, from, to).await
     }
+}
+
+#[async_trait]
+impl InvoiceStore for PgStore {
     async fn bill_events(
         &self,
         tenant: Uuid,
@@ -782,9 +820,6 @@ impl Store for PgStore {
     ) -> Result<Vec<crate::billing::BillEvent>> {
         self.pg_bill_events(tenant, customers, from, to, stored_until)
             .await
-    }
-    async fn events_by_ids(&self, tenant: Uuid, ids: &[Uuid]) -> Result<Vec<StoredEvent>> {
-        self.pg_events_by_ids(tenant, ids).await
     }
     async fn settle_invoices(
         &self,
@@ -827,19 +862,6 @@ impl Store for PgStore {
         limit: u32,
     ) -> Result<Vec<crate::billing::BillRunRecord>> {
         self.pg_bill_runs(tenant, limit).await
-    }
-    async fn add_subscription_discount(
-        &self,
-        tenant: Uuid,
-        discount: &crate::billing::SubscriptionDiscount,
-    ) -> Result<()> {
-        self.pg_add_subscription_discount(tenant, discount).await
-    }
-    async fn subscription_discounts(
-        &self,
-        tenant: Uuid,
-    ) -> Result<Vec<crate::billing::SubscriptionDiscount>> {
-        self.pg_subscription_discounts(tenant).await
     }
     async fn due_deliveries(
         &self,

@@ -7,6 +7,7 @@
 //! waits for the lock instead of failing mid-transaction.
 
 use crate::changes::{Change, Changes};
+use crate::prelude::*;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::str::FromStr;
@@ -202,7 +203,10 @@ impl Store for SqliteStore {
         sqlx::query("SELECT 1").execute(&self.readers).await?;
         Ok(())
     }
+}
 
+#[async_trait]
+impl TenantStore for SqliteStore {
     async fn create_tenant(&self, name: &str) -> Result<Tenant> {
         let now = Utc::now().timestamp_micros();
         let tenant = Tenant {
@@ -280,7 +284,10 @@ impl Store for SqliteStore {
         .await?;
         row.as_ref().map(tenant_from_row).transpose()
     }
+}
 
+#[async_trait]
+impl IntakeStore for SqliteStore {
     /// Two statements per batch over JSON arrays of rows (`json_each`),
     /// whatever its size: through sqlx each SQLite statement is a round trip
     /// to the connection's thread, and a statement per event capped ingest
@@ -496,7 +503,57 @@ impl Store for SqliteStore {
             .await?;
         Ok(n as u64)
     }
+    async fn record_webhook_rejection(&self, rejection: &crate::NewWebhookRejection) -> Result<()> {
+        self.sqlite_record_webhook_rejection(rejection).await
+    }
+    async fn list_webhook_rejections(
+        &self,
+        tenant: Uuid,
+        query: &crate::WebhookRejectionQuery,
+    ) -> Result<Page<crate::StoredWebhookRejection>> {
+        self.sqlite_list_webhook_rejections(tenant, query).await
+    }
+    async fn create_batch(&self, batch: &crate::Batch) -> Result<()> {
+        self.sqlite_create_batch(batch).await
+    }
+    async fn append_batch_results(
+        &self,
+        tenant: Uuid,
+        batch: Uuid,
+        chunk: &crate::BatchResultChunk,
+    ) -> Result<()> {
+        self.sqlite_append_batch_results(tenant, batch, chunk).await
+    }
+    async fn finish_batch(
+        &self,
+        tenant: Uuid,
+        batch: Uuid,
+        status: crate::BatchStatus,
+        error: Option<&str>,
+        at: DateTime<Utc>,
+    ) -> Result<()> {
+        self.sqlite_finish_batch(tenant, batch, status, error, at)
+            .await
+    }
+    async fn batch(&self, tenant: Uuid, batch: Uuid) -> Result<Option<crate::Batch>> {
+        self.sqlite_batch(tenant, batch).await
+    }
+    async fn batch_results(
+        &self,
+        tenant: Uuid,
+        batch: Uuid,
+        after: Option<i64>,
+        limit: u32,
+    ) -> Result<Vec<crate::BatchResultChunk>> {
+        self.sqlite_batch_results(tenant, batch, after, limit).await
+    }
+    async fn events_by_ids(&self, tenant: Uuid, ids: &[Uuid]) -> Result<Vec<StoredEvent>> {
+        self.sqlite_events_by_ids(tenant, ids).await
+    }
+}
 
+#[async_trait]
+impl CatalogStore for SqliteStore {
     async fn apply_catalog(
         &self,
         tenant: Uuid,
@@ -518,6 +575,10 @@ impl Store for SqliteStore {
     async fn catalog_versions(&self, tenant: Uuid) -> Result<Vec<CatalogVersion>> {
         self.sqlite_catalog_versions(tenant).await
     }
+}
+
+#[async_trait]
+impl CustomerStore for SqliteStore {
     async fn upsert_customer(
         &self,
         tenant: Uuid,
@@ -571,6 +632,24 @@ impl Store for SqliteStore {
             .await;
         Ok(changed)
     }
+    async fn add_subscription_discount(
+        &self,
+        tenant: Uuid,
+        discount: &crate::billing::SubscriptionDiscount,
+    ) -> Result<()> {
+        self.sqlite_add_subscription_discount(tenant, discount)
+            .await
+    }
+    async fn subscription_discounts(
+        &self,
+        tenant: Uuid,
+    ) -> Result<Vec<crate::billing::SubscriptionDiscount>> {
+        self.sqlite_subscription_discounts(tenant).await
+    }
+}
+
+#[async_trait]
+impl EnrichmentStore for SqliteStore {
     async fn claim_enrichment(&self, limit: u32) -> Result<Box<dyn crate::EnrichmentClaim>> {
         self.sqlite_claim_enrichment(limit).await
     }
@@ -597,50 +676,6 @@ impl Store for SqliteStore {
     ) -> Result<Vec<crate::HourRow>> {
         self.sqlite_revenue_by_hour(tenant, query).await
     }
-    async fn record_webhook_rejection(&self, rejection: &crate::NewWebhookRejection) -> Result<()> {
-        self.sqlite_record_webhook_rejection(rejection).await
-    }
-    async fn list_webhook_rejections(
-        &self,
-        tenant: Uuid,
-        query: &crate::WebhookRejectionQuery,
-    ) -> Result<Page<crate::StoredWebhookRejection>> {
-        self.sqlite_list_webhook_rejections(tenant, query).await
-    }
-    async fn create_batch(&self, batch: &crate::Batch) -> Result<()> {
-        self.sqlite_create_batch(batch).await
-    }
-    async fn append_batch_results(
-        &self,
-        tenant: Uuid,
-        batch: Uuid,
-        chunk: &crate::BatchResultChunk,
-    ) -> Result<()> {
-        self.sqlite_append_batch_results(tenant, batch, chunk).await
-    }
-    async fn finish_batch(
-        &self,
-        tenant: Uuid,
-        batch: Uuid,
-        status: crate::BatchStatus,
-        error: Option<&str>,
-        at: DateTime<Utc>,
-    ) -> Result<()> {
-        self.sqlite_finish_batch(tenant, batch, status, error, at)
-            .await
-    }
-    async fn batch(&self, tenant: Uuid, batch: Uuid) -> Result<Option<crate::Batch>> {
-        self.sqlite_batch(tenant, batch).await
-    }
-    async fn batch_results(
-        &self,
-        tenant: Uuid,
-        batch: Uuid,
-        after: Option<i64>,
-        limit: u32,
-    ) -> Result<Vec<crate::BatchResultChunk>> {
-        self.sqlite_batch_results(tenant, batch, after, limit).await
-    }
     async fn running_totals_of(
         &self,
         tenant: Uuid,
@@ -656,6 +691,10 @@ impl Store for SqliteStore {
     ) -> Result<Vec<(crate::enrichment::TotalKey, crate::enrichment::TotalState)>> {
         self.sqlite_running_totals_between(tenant, from, to).await
     }
+}
+
+#[async_trait]
+impl InvoiceStore for SqliteStore {
     async fn bill_events(
         &self,
         tenant: Uuid,
@@ -666,9 +705,6 @@ impl Store for SqliteStore {
     ) -> Result<Vec<crate::billing::BillEvent>> {
         self.sqlite_bill_events(tenant, customers, from, to, stored_until)
             .await
-    }
-    async fn events_by_ids(&self, tenant: Uuid, ids: &[Uuid]) -> Result<Vec<StoredEvent>> {
-        self.sqlite_events_by_ids(tenant, ids).await
     }
     async fn settle_invoices(
         &self,
@@ -711,20 +747,6 @@ impl Store for SqliteStore {
         limit: u32,
     ) -> Result<Vec<crate::billing::BillRunRecord>> {
         self.sqlite_bill_runs(tenant, limit).await
-    }
-    async fn add_subscription_discount(
-        &self,
-        tenant: Uuid,
-        discount: &crate::billing::SubscriptionDiscount,
-    ) -> Result<()> {
-        self.sqlite_add_subscription_discount(tenant, discount)
-            .await
-    }
-    async fn subscription_discounts(
-        &self,
-        tenant: Uuid,
-    ) -> Result<Vec<crate::billing::SubscriptionDiscount>> {
-        self.sqlite_subscription_discounts(tenant).await
     }
     async fn due_deliveries(
         &self,
